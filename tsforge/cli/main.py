@@ -1,0 +1,48 @@
+"""The `tsforge` command.
+
+    tsforge data ingest SRC --out STORE [options]
+    tsforge data info STORE [--json]
+    tsforge data list | download NAME [--dir DIR]
+
+Every subcommand module exposes `add_parser(subparsers)`; its handler returns an exit code.
+`UserError` becomes one line on stderr and exit code 2; nothing else is caught here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tsforge.errors import EXIT_USAGE, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (exit 2), like every other bad input."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UserError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tsforge.cli import data
+
+    parser = _Parser(prog="tsforge", description="Train forecasting models at scale.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    data.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args) or 0)
+    except UserError as err:
+        print(f"tsforge: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tsforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Train / validation / test splits as forecast ranges per series.
+
+A split spec is a small dict kept in the store's attrs (and overridable from the config):
+
+    {"kind": "none"}                                        everything is train
+    {"kind": "borders", "train": 8640, "val": 11520, "test": 14400}
+        row borders from each series' start (the long-horizon ETT protocol)
+    {"kind": "ratio", "train": 0.7, "test": 0.2}            int(0.7 n) | rest | int(0.2 n)
+    {"kind": "holdout", "horizon": 48}                      test = last 48 rows, val = the 48
+                                                            before, train = the rest (M4)
+
+`resolve` turns a spec into, per split, the rows [lo, hi) in which a window's *forecast* must
+lie. The input part of a window may reach back before `lo` (the validation and test inputs
+reach into the previous split, as the published protocols do); it never reaches before row 0
+unless the loader pads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tsforge.errors import UserError
+
+SPLIT_NAMES = ("train", "val", "test")
+KINDS = ("none", "borders", "ratio", "holdout")
+
+# Named presets of the standard benchmarks (../shared/data/SOURCES.md).
+PRESETS: dict[str, dict] = {
+    "none": {"kind": "none"},
+    "ett_hour": {"kind": "borders", "train": 8640, "val": 11520, "test": 14400},
+    "ett_minute": {"kind": "borders", "train": 34560, "val": 46080, "test": 57600},
+    "ratio_70_10_20": {"kind": "ratio", "train": 0.7, "test": 0.2},
+    "m4_hourly": {"kind": "holdout", "horizon": 48},
+}
+
+
+def preset(name: str) -> dict:
+    """A named split spec (`ett_hour`, `ratio_70_10_20`, `m4_hourly`, ...)."""
+    if name not in PRESETS:
+        raise UserError(f"unknown split preset '{name}': use one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+def validate(spec: dict) -> dict:
+    """Check a split spec's keys and values; returns it as a plain dict."""
+    spec = dict(spec or {"kind": "none"})
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise UserError(f"split kind '{kind}' is not one of {', '.join(KINDS)}")
+    need = {"none": (), "borders": SPLIT_NAMES, "ratio": ("train", "test"), "holdout": ("horizon",)}
+    for key in need[kind]:
+        if key not in spec:
+            raise UserError(f"split of kind '{kind}' needs the key '{key}'")
+    if kind == "borders" and not 0 < spec["train"] <= spec["val"] <= spec["test"]:
+        raise UserError("split borders must satisfy 0 < train <= val <= test")
+    if kind == "ratio" and not (0 < spec["train"] and 0 <= spec["test"] and spec["train"] + spec["test"] <= 1):
+        raise UserError("split ratios must satisfy 0 < train and train + test <= 1")
+    if kind == "holdout" and int(spec["horizon"]) < 1:
+        raise UserError("split holdout horizon must be >= 1")
+    return spec
+
+
+def resolve(spec: dict, lengths: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Forecast rows [lo, hi) of `split` for every series of the given lengths (int64 arrays)."""
+    if split not in SPLIT_NAMES:
+        raise UserError(f"split '{split}' is not one of {', '.join(SPLIT_NAMES)}")
+    spec = validate(spec)
+    n = np.asarray(lengths, dtype=np.int64)
+    kind = spec["kind"]
+    if kind == "none":
+        b1, b2 = n, n
+    elif kind == "borders":
+        b1 = np.minimum(n, int(spec["train"]))
+        b2 = np.minimum(n, int(spec["val"]))
+        n = np.minimum(n, int(spec["test"]))
+    elif kind == "ratio":
+        b1 = (spec["train"] * n).astype(np.int64)
+        b2 = n - (spec["test"] * n).astype(np.int64)
+    else:  # holdout
+        h = int(spec["horizon"])
+        b2 = np.maximum(n - h, 0)
+        b1 = np.maximum(n - 2 * h, 0)
+    lo, hi = {"train": (np.zeros_like(n), b1), "val": (b1, b2), "test": (b2, n)}[split]
+    return lo.astype(np.int64), np.maximum(hi, lo).astype(np.int64)

@@ -1,0 +1,420 @@
+"""The chunked Zarr store: a "CSR panel" of many time series.
+
+One Zarr v3 group per dataset:
+
+    values[T_total, C]   float32, every series' rows one after another; columns are the
+                         targets first, then time-varying covariates (historical, future-known)
+    indptr[n_series+1]   int64, series i is rows indptr[i]:indptr[i+1]
+    series/id[n]         str
+    series/start[n]      int64, first timestamp (ns since epoch) or first integer index
+    series/static[n, S]  float32, static covariates (only when S > 0)
+    series/stats/{count,mean,std,min,max}[n, C]   over each series' finite values
+    attrs                schema_version, freq, time_unit, columns, roles, splits,
+                         fingerprint, codec, chunk_rows, n_series, n_timesteps, n_channels
+
+No per-window index is stored: window counts follow from `indptr`. A `StoreWriter` writes to
+a temporary folder beside the target and renames it into place on `commit()`, so a failed
+write leaves nothing at the target path. Values are appended chunk by chunk, so writing never
+holds more than one chunk of rows plus O(n_series) metadata.
+
+    with StoreWriter("data.zarr", columns=["y"], roles=ColumnRoles(target=["y"]), freq="h") as w:
+        w.add_series("a", start_ns, values_TC)
+        store = w.commit()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from tsforge.errors import UserError
+
+SCHEMA_VERSION = 1
+DEFAULT_CHUNK_BYTES = 512 * 1024  # decoded chunk size to aim for: 256 KiB - 1 MiB
+TIME_UNITS = ("ns", "index")
+_STATS = ("count", "mean", "std", "min", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnRoles:
+    """What each column of `values` (and of `series/static`) is for."""
+
+    target: tuple[str, ...]
+    hist_exog: tuple[str, ...] = ()  # known up to the forecast start only
+    futr_exog: tuple[str, ...] = ()  # known over the horizon too (calendar, prices, ...)
+    static: tuple[str, ...] = ()  # one value per series
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+        if not self.target:
+            raise UserError("no target column given: name at least one with --target")
+        seen: set[str] = set()
+        for name in self.value_columns + self.static:
+            if name in seen:
+                raise UserError(f"column '{name}' has two roles: give each column one role")
+            seen.add(name)
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        """Columns of `values`, in order: targets, historical, future-known covariates."""
+        return self.target + self.hist_exog + self.futr_exog
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Codec:
+    """The compressor of `values`, always explicit (never a library default)."""
+
+    cname: str = "lz4"
+    clevel: int = 5
+    shuffle: str = "shuffle"  # "noshuffle" | "shuffle" | "bitshuffle"
+
+    def build(self, typesize: int = 4) -> BloscCodec:
+        try:
+            return BloscCodec(
+                cname=self.cname, clevel=self.clevel, shuffle=self.shuffle, typesize=typesize
+            )
+        except (ValueError, TypeError) as err:
+            raise UserError(
+                f"codec {self.cname}/clevel={self.clevel}/{self.shuffle} is not valid ({err}): "
+                "use cname lz4|lz4hc|zstd|zlib|blosclz, clevel 0-9, "
+                "shuffle noshuffle|shuffle|bitshuffle"
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "blosc", **dataclasses.asdict(self)}
+
+
+def chunk_rows_for(n_channels: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Rows per chunk so that one decoded float32 chunk is about `chunk_bytes`."""
+    return max(1024, int(chunk_bytes) // (4 * max(1, n_channels)))
+
+
+class _Stats:
+    """Per-series, per-channel count/mean/std/min/max of finite values, kept O(n_series)."""
+
+    def __init__(self, n_channels: int):
+        self.rows: dict[str, list[np.ndarray]] = {k: [] for k in _STATS}
+        self.n_channels = n_channels
+
+    def add(self, values_TC: np.ndarray) -> None:
+        finite = np.isfinite(values_TC)
+        count = finite.sum(0)
+        x = np.where(finite, values_TC, 0.0).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = x.sum(0) / count
+            var = np.where(finite, (x - mean) ** 2, 0.0).sum(0) / count
+            lo = np.where(finite, values_TC, np.inf).min(0, initial=np.inf)
+            hi = np.where(finite, values_TC, -np.inf).max(0, initial=-np.inf)
+        empty = count == 0
+        for name, arr in (("mean", mean), ("std", np.sqrt(var)), ("min", lo), ("max", hi)):
+            self.rows[name].append(np.where(empty, np.nan, arr).astype(np.float32))
+        self.rows["count"].append(count.astype(np.int64))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, rows in self.rows.items():
+            dtype = np.int64 if name == "count" else np.float32
+            out[name] = (
+                np.stack(rows) if rows else np.zeros((0, self.n_channels), dtype=dtype)
+            ).astype(dtype)
+        return out
+
+
+class StoreWriter:
+    """Writes a store series by series into a temporary folder; `commit()` renames it in place.
+
+    Memory is one chunk of rows plus O(n_series) metadata, whatever the input size.
+    Used as a context manager, an exception aborts the write and removes the temporary folder.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        roles: ColumnRoles,
+        freq: str,
+        time_unit: str = "ns",
+        codec: Codec = Codec(),
+        chunk_rows: int | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        overwrite: bool = False,
+    ):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise UserError(f"{self.path} already exists: pass --overwrite or choose another --out")
+        if time_unit not in TIME_UNITS:
+            raise UserError(f"time_unit '{time_unit}' is not one of {TIME_UNITS}")
+        self.roles = roles
+        self.freq = freq
+        self.time_unit = time_unit
+        self.codec = codec
+        self.n_channels = len(roles.value_columns)
+        self.n_static = len(roles.static)
+        self.chunk_rows = int(chunk_rows or chunk_rows_for(self.n_channels, chunk_bytes))
+        if self.chunk_rows < 1:
+            raise UserError(f"chunk_rows must be positive, got {self.chunk_rows}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
+        self.values = self.group.create_array(
+            "values",
+            shape=(0, self.n_channels),
+            chunks=(self.chunk_rows, self.n_channels),
+            dtype="float32",
+            compressors=codec.build(),
+            fill_value=np.nan,
+        )
+        self._buf = np.empty((self.chunk_rows, self.n_channels), dtype=np.float32)
+        self._buf_rows = 0
+        self._written = 0
+        self._lengths: list[int] = []
+        self._ids: list[str] = []
+        self._starts: list[int] = []
+        self._static: list[np.ndarray] = []
+        self._stats = _Stats(self.n_channels)
+        self._hash = hashlib.blake2b(digest_size=16)
+        self._done = False
+
+    # -- writing ------------------------------------------------------------------------
+    def add_series(
+        self, uid: str, start: int, values_TC: np.ndarray, static_S: np.ndarray | None = None
+    ) -> None:
+        """Append one series: `values_TC` is [T, C] in `roles.value_columns` order."""
+        values_TC = np.asarray(values_TC, dtype=np.float32)
+        if values_TC.ndim == 1:
+            values_TC = values_TC[:, None]
+        if values_TC.ndim != 2 or values_TC.shape[1] != self.n_channels:
+            raise ValueError(
+                f"series {uid!r}: values must be [T, {self.n_channels}], got {values_TC.shape}"
+            )
+        if self.n_static:
+            static_S = np.asarray(static_S, dtype=np.float32).reshape(self.n_static)
+            self._static.append(static_S)
+            self._hash.update(static_S.tobytes())
+        self._ids.append(str(uid))
+        self._starts.append(int(start))
+        self._lengths.append(len(values_TC))
+        self._stats.add(values_TC)
+        self._hash.update(f"{uid}\0{int(start)}\0{len(values_TC)}\0".encode())
+        self._hash.update(np.ascontiguousarray(values_TC).tobytes())
+        self._append_rows(values_TC)
+
+    def _append_rows(self, rows: np.ndarray) -> None:
+        i = 0
+        while i < len(rows):
+            take = min(self.chunk_rows - self._buf_rows, len(rows) - i)
+            self._buf[self._buf_rows : self._buf_rows + take] = rows[i : i + take]
+            self._buf_rows += take
+            i += take
+            if self._buf_rows == self.chunk_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf_rows:
+            return
+        end = self._written + self._buf_rows
+        self.values.resize((end, self.n_channels))
+        self.values[self._written : end] = self._buf[: self._buf_rows]
+        self._written = end
+        self._buf_rows = 0
+
+    # -- finishing ----------------------------------------------------------------------
+    def commit(self, *, splits: dict | None = None, extra_attrs: dict | None = None) -> Store:
+        """Write metadata, rename the temporary folder into place and open the result."""
+        if not self._ids:
+            raise UserError(f"no series to write to {self.path}: the input holds no usable series")
+        self._flush()
+        n = len(self._ids)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(self._lengths, out=indptr[1:])
+        self._array("indptr", indptr)
+        series = self.group.create_group("series")
+        ids = np.array(self._ids, dtype=object)
+        series.create_array("id", shape=(n,), dtype=str, chunks=(min(n, 1 << 16),))[:] = ids
+        self._array("start", np.array(self._starts, dtype=np.int64), series)
+        if self.n_static:
+            self._array("static", np.stack(self._static).astype(np.float32), series)
+        stats = series.create_group("stats")
+        for name, arr in self._stats.arrays().items():
+            self._array(name, arr, stats)
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "freq": self.freq,
+            "time_unit": self.time_unit,
+            "columns": list(self.roles.value_columns),
+            "roles": self.roles.to_dict(),
+            "splits": splits or {},
+            "codec": self.codec.to_dict(),
+            "chunk_rows": self.chunk_rows,
+            "n_series": n,
+            "n_timesteps": int(indptr[-1]),
+            "n_channels": self.n_channels,
+        }
+        self._hash.update(repr(sorted((k, repr(v)) for k, v in meta.items() if k != "codec")).encode())
+        meta["fingerprint"] = self._hash.hexdigest()
+        self.group.attrs.update({**(extra_attrs or {}), **meta})
+        if self.path.exists():  # only reachable with overwrite=True
+            shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
+        os.replace(self.tmp, self.path)
+        self._done = True
+        return Store(self.path)
+
+    def _array(self, name: str, arr: np.ndarray, group: Any = None) -> None:
+        group = self.group if group is None else group
+        chunks = (max(1, min(len(arr), 1 << 18)),) + arr.shape[1:]
+        out = group.create_array(
+            name, shape=arr.shape, chunks=chunks, dtype=arr.dtype, compressors=Codec().build()
+        )
+        if arr.size:
+            out[...] = arr
+
+    def abort(self) -> None:
+        if not self._done:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._done = True
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.abort()
+
+
+class Store:
+    """A read-only view of a store. Per-series metadata is loaded (O(n_series)); values stay
+    on disk and are read by row ranges."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise UserError(f"store {self.path} does not exist: create it with 'tsforge data ingest'")
+        try:
+            self.group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+            self.attrs = dict(self.group.attrs)
+            self.values = self.group["values"]
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.BaseZarrError) as err:
+            raise UserError(
+                f"{self.path} is not a tsforge store ({type(err).__name__}): "
+                "re-create it with 'tsforge data ingest'"
+            ) from None
+        version = self.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UserError(
+                f"store {self.path} has schema version {version}, this tsforge reads "
+                f"{SCHEMA_VERSION}: re-ingest it with this version"
+            )
+        self.indptr: np.ndarray = self.group["indptr"][:]
+        self.roles = ColumnRoles(**self.attrs["roles"])
+        self._cache: dict[str, np.ndarray] = {}
+
+    # -- metadata -----------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self.attrs["fingerprint"]
+
+    @property
+    def freq(self) -> str:
+        return self.attrs["freq"]
+
+    @property
+    def time_unit(self) -> str:
+        return self.attrs["time_unit"]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.attrs["columns"])
+
+    @property
+    def splits(self) -> dict:
+        return dict(self.attrs.get("splits", {}))
+
+    @property
+    def chunk_rows(self) -> int:
+        return int(self.values.chunks[0])
+
+    @property
+    def n_series(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def n_timesteps(self) -> int:
+        return int(self.indptr[-1])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.values.shape[1])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def column_index(self, names: tuple[str, ...] | list[str]) -> list[int]:
+        cols = self.columns
+        return [cols.index(n) for n in names]
+
+    def _series(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = self.group[f"series/{name}"][:]
+        return self._cache[name]
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._series("id")
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self._series("start")
+
+    @property
+    def static(self) -> np.ndarray:
+        if not self.roles.static:
+            return np.zeros((self.n_series, 0), dtype=np.float32)
+        return self._series("static")
+
+    def stats(self, name: str) -> np.ndarray:
+        """Per-series, per-channel statistic over the whole series: count|mean|std|min|max."""
+        return self._series(f"stats/{name}")
+
+    # -- values -------------------------------------------------------------------------
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """values[start:stop] as a numpy array (one Zarr read)."""
+        return self.values[start:stop]
+
+    def series_values(self, i: int) -> np.ndarray:
+        """All rows of series i, [T_i, C]."""
+        return self.rows(int(self.indptr[i]), int(self.indptr[i + 1]))
+
+    def info(self) -> dict[str, Any]:
+        """The keys of `tsforge data info`."""
+        return {
+            "path": str(self.path),
+            "n_series": self.n_series,
+            "n_timesteps": self.n_timesteps,
+            "n_channels": self.n_channels,
+            "columns": self.columns,
+            "roles": self.attrs["roles"],
+            "freq": self.freq,
+            "time_unit": self.time_unit,
+            "fingerprint": self.fingerprint,
+            "chunks": list(self.values.chunks),
+            "codec": self.attrs["codec"],
+            "splits": self.splits,
+            "schema_version": self.attrs["schema_version"],
+        }
+
+
+def open_store(path: str | os.PathLike) -> Store:
+    return Store(path)
