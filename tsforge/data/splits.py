@@ -53,7 +53,8 @@ def validate(spec: dict) -> dict:
             raise UserError(f"split of kind '{kind}' needs the key '{key}'")
     if kind == "borders" and not 0 < spec["train"] <= spec["val"] <= spec["test"]:
         raise UserError("split borders must satisfy 0 < train <= val <= test")
-    if kind == "ratio" and not (0 < spec["train"] and 0 <= spec["test"] and spec["train"] + spec["test"] <= 1):
+    ratios_ok = spec.get("train", 0) > 0 and spec.get("test", 0) >= 0
+    if kind == "ratio" and not (ratios_ok and spec["train"] + spec["test"] <= 1):
         raise UserError("split ratios must satisfy 0 < train and train + test <= 1")
     if kind == "holdout" and int(spec["horizon"]) < 1:
         raise UserError("split holdout horizon must be >= 1")

@@ -263,7 +263,9 @@ class StoreWriter:
             "n_timesteps": int(indptr[-1]),
             "n_channels": self.n_channels,
         }
-        self._hash.update(repr(sorted((k, repr(v)) for k, v in meta.items() if k != "codec")).encode())
+        # The fingerprint covers content only: chunking, codec and split presets may differ.
+        content = ("freq", "time_unit", "columns", "roles", "n_series", "n_timesteps")
+        self._hash.update(repr([(k, meta[k]) for k in content]).encode())
         meta["fingerprint"] = self._hash.hexdigest()
         self.group.attrs.update({**(extra_attrs or {}), **meta})
         if self.path.exists():  # only reachable with overwrite=True
@@ -300,7 +302,9 @@ class Store:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
-            raise UserError(f"store {self.path} does not exist: create it with 'tsforge data ingest'")
+            raise UserError(
+                f"store {self.path} does not exist: create it with 'tsforge data ingest'"
+            )
         try:
             self.group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
             self.attrs = dict(self.group.attrs)
