@@ -142,3 +142,20 @@ def test_write_csv_is_long_format_with_empty_cells_for_missing_values(tmp_path):
     ds = table["ds"].cast("int64").to_numpy()[: len(series[0].values_TC)]
     assert ds[0] * 10**9 == series[0].start and (np.diff(ds) == 3600).all()
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_write_csv_ingests_into_the_store_build_store_writes(tmp_path):
+    ingest = pytest.importorskip("tsforge.data.ingest").ingest
+    kw = dict(SMALL, n_hist_exog=1, n_futr_exog=2, n_static=1, missing_rate=0.02, seed=5)
+    cols = synthetic.write_csv(tmp_path / "long.csv", **kw)
+    ingest(
+        tmp_path / "long.csv", tmp_path / "ingested.zarr", target=cols["target"],
+        hist_exog=cols["hist_exog"], futr_exog=cols["futr_exog"], static=cols["static"],
+        on_nan="keep", freq=cols["freq"],
+    )  # fmt: skip
+    got, want = Store(tmp_path / "ingested.zarr"), synthetic.build_store(tmp_path / "b.zarr", **kw)
+    assert list(got.ids) == list(want.ids) and got.columns == want.columns
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.starts, want.starts)
+    np.testing.assert_array_equal(got.rows(0, got.n_timesteps), want.rows(0, want.n_timesteps))
+    np.testing.assert_array_equal(got.static, want.static)
