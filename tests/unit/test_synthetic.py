@@ -7,6 +7,8 @@ import itertools
 import numpy as np
 import pyarrow.csv as pacsv
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsforge.data import synthetic
 from tsforge.data.store import Store
@@ -87,6 +89,28 @@ def test_signal_is_well_above_the_noise():
         residual = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
         r2.append(1 - residual.var() / y.var())
     assert np.median(r2) > 0.9
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32), lo=st.integers(1, 60), extra=st.integers(0, 60),
+    freq=st.sampled_from(["h", "15min", "D", "W", "30s"]), channels=st.integers(1, 3),
+    futr=st.integers(0, 6), static=st.integers(0, 3), missing=st.sampled_from([0.0, 0.3]),
+)  # fmt: skip
+def test_any_valid_arguments_give_well_formed_reproducible_series(
+    seed, lo, extra, freq, channels, futr, static, missing
+):
+    kw = dict(n_series=3, seed=seed, min_length=lo, max_length=lo + extra, freq=freq,
+              n_channels=channels, n_hist_exog=1, n_futr_exog=futr, n_static=static,
+              missing_rate=missing)  # fmt: skip
+    roles = synthetic.column_roles(**kw)
+    step, origin = synthetic.parse_freq(freq), synthetic.SyntheticSpec(**kw).start_ns
+    for s, again in zip(synthetic.iter_series(**kw), synthetic.iter_series(**kw)):
+        assert lo <= len(s.values_TC) <= lo + extra and (s.start - origin) % step == 0
+        assert s.values_TC.shape[1] == len(roles.value_columns) and len(s.static_S) == static
+        np.testing.assert_array_equal(s.values_TC, again.values_TC)
+        assert np.isfinite(s.values_TC[:, channels + 1 :]).all()  # future-known: no gaps
+        assert np.isfinite(s.static_S).all()
 
 
 @pytest.mark.parametrize(
