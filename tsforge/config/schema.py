@@ -1,0 +1,108 @@
+"""Typed schemas of every config group, registered in Hydra's ConfigStore.
+
+`conf/<group>/<option>.yaml` files name one of these schemas in their defaults list, so a typo
+or a wrong type in a YAML file or on the command line fails before anything starts, naming the
+key. Only the builders at the edge (`tsforge.train.builders`) read these objects; library
+classes take plain typed arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"  # a registry name (`tsforge data list`) or "store"
+    path: str | None = None  # a store made by `tsforge data ingest` (with name=store)
+    input_size: int = 96  # look-back L, in steps
+    horizon: int = 24  # forecast length H, in steps
+    split: str | None = None  # a split preset; None keeps the store's own
+    multivariate: bool = False  # all target channels in one window, or one series each
+    stride: int = 1  # between training windows; >1 trades coverage for speed
+    min_input_size: int | None = None  # < input_size pads short series (masked)
+    batch_size: int = 256  # global: split across ranks, so results do not depend on them
+    eval_batch_size: int = 1024
+    sampling: str = "epoch"  # epoch: every window once per epoch | sampled: with replacement
+    sample_by: str = "window"  # sampled mode: uniform over windows or over series
+    shuffle_group_blocks: int = 16  # epoch mode: blocks mixed together; more = more random
+    scaling: str = "standard"  # standard | robust | none
+    scale_by: str = "window"  # window | series (series stats from the train split)
+    num_workers: int = 0  # DataLoader processes per rank
+    cache_mb: int = 256  # decoded chunks kept per worker
+    season: int = 24  # seasonal period for the seasonal-naive baseline and MASE
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+
+
+@dataclass
+class LossConfig:
+    name: str = "mae"  # mae | mse | huber | quantile | normal | student_t
+    delta: float = 1.0  # huber
+    quantiles: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 300
+    seed: int = 0
+    val_every_steps: int = 100
+    log_every_steps: int = 10
+    accumulate_steps: int = 1  # gradient accumulation: optimizer step every N batches
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    compile: bool = False  # torch.compile the model
+    device: str = "auto"  # auto | cpu | cuda
+    early_stop_patience: int = 0  # evaluations without improvement; 0 disables
+    early_stop_metric: str = "mae"
+    checkpoint_every_steps: int = 100
+    checkpoint_every_min: float = 10.0
+    keep_last: int = 2  # step checkpoints kept besides latest and best
+    threads: int = 0  # torch intra-op threads per rank; 0 = cores / ranks
+    dist_timeout_s: float = 600.0
+    plot_series: int = 4  # validation series drawn in TensorBoard at each evaluation
+
+
+@dataclass
+class LauncherConfig:
+    name: str = "local"  # local | slurm
+    nprocs: int = 1  # DDP processes on this machine (local)
+    nodes: int = 1
+    tasks_per_node: int = 1
+    partition: str | None = None
+    timeout_min: int = 60
+    wait: bool = False
+
+
+@dataclass
+class Config:
+    model: Any = MISSING  # one of the model schemas (tsforge/config/models.py)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+
+
+def register() -> None:
+    from tsforge.config.models import model_schema
+    from tsforge.models import MODELS
+
+    cs = ConfigStore.instance()
+    cs.store(name="tsforge_schema", node=Config)
+    for name in MODELS:
+        cs.store(group="model", name=f"{name}_schema", node=model_schema(name))
+    cs.store(group="data", name="schema", node=DataConfig)
+    cs.store(group="launcher", name="schema", node=LauncherConfig)

@@ -1,0 +1,185 @@
+"""Builders at the edge: the only code that reads the config. Library classes below them take
+plain typed arguments (no config object is passed into a component)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tsforge.config.models import model_kwargs
+from tsforge.data import registry
+from tsforge.data.loader import WindowLoader, WindowSpec
+from tsforge.data.store import Store
+from tsforge.errors import UserError
+from tsforge.losses import build_loss
+from tsforge.models import MODELS, build_model
+from tsforge.train.distributed import DistEnv
+from tsforge.train.evaluate import Evaluator
+from tsforge.train.loop import LoopSettings
+from tsforge.train.precision import autocast_dtype
+from tsforge.train.schedule import build_scheduler
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    """Same model initialisation on every rank; per-rank streams for dropout and the like."""
+    torch.manual_seed(seed)
+    model_seed_state = torch.get_rng_state()
+    per_rank = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+    random.seed(per_rank)
+    np.random.seed(per_rank)
+    torch.set_rng_state(model_seed_state)
+
+
+def store(data: DictConfig) -> Store:
+    if data.name == "store":
+        if not data.path:
+            raise UserError("data=store needs data.path=<a store made by 'tsforge data ingest'>")
+        return Store(data.path)
+    return registry.prepare(data.name)
+
+
+def loss(cfg: DictConfig):
+    kwargs: dict[str, Any] = {}
+    if cfg.name == "huber":
+        kwargs["delta"] = cfg.delta
+    elif cfg.name == "quantile":
+        kwargs["quantiles"] = list(cfg.quantiles)
+    return build_loss(cfg.name, **kwargs)
+
+
+def _split_spec(data: DictConfig, st: Store) -> dict:
+    from tsforge.data import splits
+
+    return splits.preset(data.split) if data.split else st.splits
+
+
+def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, WindowLoader]:
+    """The training loader and the evaluation loaders of the splits that have windows."""
+    spec = WindowSpec(
+        input_size=data.input_size,
+        horizon=data.horizon,
+        stride=data.stride,
+        min_input_size=data.min_input_size,
+        multivariate=data.multivariate,
+    )
+    common = dict(
+        split_spec=_split_spec(data, st), rank=env.rank, world_size=env.world_size, seed=seed,
+        scaling=data.scaling, scale_by=data.scale_by, num_workers=data.num_workers,
+        cache_mb=data.cache_mb, pin_memory=env.device.type == "cuda",
+    )  # fmt: skip
+    out = {
+        "train": WindowLoader(
+            st, spec, split="train", global_batch_size=data.batch_size, mode=data.sampling,
+            sample_by=data.sample_by, shuffle_group_blocks=data.shuffle_group_blocks, **common,
+        )  # fmt: skip
+    }
+    if out["train"].n_windows == 0:
+        raise UserError(
+            f"the train split has no window of input_size={data.input_size} + "
+            f"horizon={data.horizon}: shorten them or use longer series"
+        )
+    eval_spec = WindowSpec(
+        input_size=spec.input_size, horizon=spec.horizon, stride=1,
+        min_input_size=spec.min_input_size, multivariate=spec.multivariate,
+    )  # fmt: skip
+    for split in ("val", "test"):
+        loader = WindowLoader(
+            st, eval_spec, split=split, global_batch_size=data.eval_batch_size, mode="eval",
+            **common,
+        )  # fmt: skip
+        if loader.n_windows:
+            out[split] = loader
+    return out
+
+
+def model(cfg: DictConfig, data: DictConfig, st: Store, loss_fn) -> torch.nn.Module:
+    cls = MODELS[cfg.name]
+    roles = st.roles
+    n_channels = len(roles.target) if data.multivariate else 1
+    sizes = {
+        "hist_exog_size": len(roles.hist_exog),
+        "futr_exog_size": len(roles.futr_exog),
+        "stat_exog_size": len(roles.static),
+    }
+    if not cls.supports_exog:  # the batch carries covariates; this model does not read them
+        sizes = dict.fromkeys(sizes, 0)
+    kwargs = model_kwargs(OmegaConf.to_container(cfg, resolve=True))
+    return build_model(
+        cfg.name,
+        input_size=data.input_size,
+        horizon=data.horizon,
+        n_channels=n_channels,
+        n_outputs=loss_fn.n_outputs,
+        **sizes,
+        **kwargs,
+    )
+
+
+def optimizer(optim: DictConfig, trainer: DictConfig, net: torch.nn.Module):
+    opt = torch.optim.AdamW(
+        net.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, betas=tuple(optim.betas)
+    )
+    sched = build_scheduler(
+        opt,
+        total_steps=trainer.max_steps,
+        warmup_steps=optim.warmup_steps,
+        schedule=optim.schedule,
+        min_lr_ratio=optim.min_lr_ratio,
+    )
+    return opt, sched
+
+
+def wrap_ddp(net: torch.nn.Module, env: DistEnv, *, compile: bool) -> torch.nn.Module:
+    if compile:
+        net = torch.compile(net)
+    if not env.distributed:
+        return net
+    device_ids = [env.device.index] if env.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+
+
+def loop_settings(trainer: DictConfig, optim: DictConfig, env: DistEnv) -> LoopSettings:
+    return LoopSettings(
+        max_steps=trainer.max_steps,
+        val_every_steps=max(1, trainer.val_every_steps),
+        log_every_steps=max(1, trainer.log_every_steps),
+        accumulate_steps=max(1, trainer.accumulate_steps),
+        grad_clip=optim.grad_clip,
+        checkpoint_every_steps=max(1, trainer.checkpoint_every_steps),
+        checkpoint_every_min=trainer.checkpoint_every_min,
+        early_stop_patience=trainer.early_stop_patience,
+        early_stop_metric=trainer.early_stop_metric,
+        autocast_dtype=autocast_dtype(trainer.precision, env.device),
+    )
+
+
+def evaluator(cfg: DictConfig, loaders_: dict, loss_fn, env: DistEnv) -> Evaluator:
+    return Evaluator(
+        loaders={k: v for k, v in loaders_.items() if k != "train"},
+        loss=loss_fn,
+        env=env,
+        season=cfg.data.season,
+        plot_windows=cfg.trainer.plot_series,
+        autocast_dtype=autocast_dtype(cfg.trainer.precision, env.device),
+    )
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The config as flat `group.key` scalars, for TensorBoard's HParams tab."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (int, float, str, bool)):
+            out[prefix] = node
+        elif node is not None:
+            out[prefix] = str(node)
+
+    walk("", OmegaConf.to_container(cfg, resolve=True))
+    return out

@@ -1,0 +1,110 @@
+"""Distributed set-up: one init/cleanup pair that returns explicit values.
+
+Rank, world size and the rendezvous come from the environment, in this order:
+  1. torchrun-style variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`),
+     which the local launcher sets for its processes too;
+  2. SLURM's (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, the first host of
+     `SLURM_JOB_NODELIST`, a port derived from `SLURM_JOB_ID`);
+  3. otherwise a single process.
+NCCL is chosen on GPUs and gloo on CPUs. A process-group timeout bounds every collective, so a
+rank whose peer died gets an error instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistEnv:
+    """Where this process stands: what `init_distributed` returns."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    backend: str | None  # None when not distributed
+
+    @property
+    def distributed(self) -> bool:
+        return self.backend is not None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: 'gpu[03-05,09],cpu1' -> 'gpu03'."""
+    head = re.match(r"([^,\[]+)(\[([^\]]+)\])?", nodelist.strip())
+    if head is None:
+        raise ValueError(f"cannot read SLURM node list {nodelist!r}")
+    prefix, _, ranges = head.groups()
+    if not ranges:
+        return prefix
+    first = ranges.split(",")[0].split("-")[0]
+    return f"{prefix}{first}"
+
+
+def slurm_port(job_id: str) -> int:
+    """A rendezvous port derived from the job id, so that jobs sharing a node do not clash."""
+    return 15000 + int(re.sub(r"\D", "", job_id) or 0) % 20000
+
+
+def read_env(environ: dict[str, str] | None = None) -> dict[str, int | str]:
+    """rank / local_rank / world_size / master_addr / master_port from the environment."""
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return {
+            "rank": int(env["RANK"]),
+            "local_rank": int(env.get("LOCAL_RANK", env["RANK"])),
+            "world_size": int(env["WORLD_SIZE"]),
+            "master_addr": env.get("MASTER_ADDR", "127.0.0.1"),
+            "master_port": int(env.get("MASTER_PORT", 29500)),
+        }
+    if "SLURM_NTASKS" in env and "SLURM_PROCID" in env and "SLURM_JOB_ID" in env:
+        return {
+            "rank": int(env["SLURM_PROCID"]),
+            "local_rank": int(env.get("SLURM_LOCALID", 0)),
+            "world_size": int(env["SLURM_NTASKS"]),
+            "master_addr": first_slurm_host(
+                env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "127.0.0.1"))
+            ),
+            "master_port": slurm_port(env["SLURM_JOB_ID"]),
+        }
+    return {"rank": 0, "local_rank": 0, "world_size": 1, "master_addr": "", "master_port": 0}
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistEnv:
+    """Join the process group the environment describes; returns this process's place in it."""
+    env = read_env()
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda:
+        dev = torch.device("cuda", int(env["local_rank"]) % max(1, torch.cuda.device_count()))
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if env["world_size"] == 1:
+        return DistEnv(0, 0, 1, dev, None)
+    backend = "nccl" if use_cuda else "gloo"
+    os.environ.setdefault("MASTER_ADDR", str(env["master_addr"]))
+    os.environ.setdefault("MASTER_PORT", str(env["master_port"]))
+    dist.init_process_group(
+        backend=backend,
+        rank=int(env["rank"]),
+        world_size=int(env["world_size"]),
+        timeout=datetime.timedelta(seconds=timeout_s),
+        device_id=dev if use_cuda else None,
+    )
+    return DistEnv(int(env["rank"]), int(env["local_rank"]), int(env["world_size"]), dev, backend)
+
+
+def cleanup_distributed(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()

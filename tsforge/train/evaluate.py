@@ -1,0 +1,120 @@
+"""Evaluation: exact metrics over every window of a split, beside the seasonal-naive baseline.
+
+Every evaluation window is visited once across ranks (the loader pads the last global batch
+and marks pads `valid=False`), metrics are kept as sums and counts and summed over ranks with
+one all_reduce, so a 2-rank evaluation gives the 1-rank numbers. Metrics are computed in the
+data's own units: forecasts and targets are un-scaled with the window's loc/scale first.
+
+Shape legend:  B batch   L input steps   H horizon   C channels   O outputs per point
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from tsforge.data.scaling import inverse
+from tsforge.metrics import MetricAccumulator, seasonal_naive, seasonal_naive_scale
+from tsforge.train.distributed import DistEnv
+from tsforge.train.plots import forecast_image
+from tsforge.train.precision import autocast
+
+
+class Evaluator:
+    """Evaluates a model on the loaders of named splits (`val`, `test`)."""
+
+    def __init__(
+        self,
+        *,
+        loaders: dict[str, Any],
+        loss,
+        env: DistEnv,
+        season: int,
+        plot_windows: int = 4,
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.loaders = loaders
+        self.loss = loss
+        self.env = env
+        self.season = season
+        self.plot_windows = plot_windows
+        self.autocast_dtype = autocast_dtype
+        self.levels = tuple(getattr(loss, "levels", ()) or ())
+
+    def _accumulator(self, probabilistic: bool) -> MetricAccumulator:
+        levels = self.levels if probabilistic else ()
+        cover = (0.8,) if probabilistic and {0.1, 0.9} <= set(self.levels) else ()
+        return MetricAccumulator(quantiles=levels, coverage=cover, device=self.env.device)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, split: str, *, step: int = 0, logger=None,
+                 with_baseline: bool = False) -> dict[str, float]:
+        """Metrics of `model` on `split` (`loss` included); with_baseline adds `naive/<m>`."""
+        model.eval()
+        probabilistic = bool(self.levels)
+        acc = self._accumulator(probabilistic)
+        base = MetricAccumulator(device=self.env.device)
+        loss_sum = torch.zeros(2, dtype=torch.float64, device=self.env.device)
+        plotted = False
+        for batch in self.loaders[split]:
+            batch = {k: v.to(self.env.device) for k, v in batch.items()}
+            with autocast(self.env.device, self.autocast_dtype):
+                y_hat_BHCO = model(
+                    batch["insample_y"],
+                    insample_mask=batch["insample_mask"],
+                    hist_exog=batch["hist_exog"],
+                    futr_exog=batch["futr_exog"],
+                    stat_exog=batch["stat_exog"],
+                ).float()
+            valid_B11 = batch["valid"].view(-1, 1, 1).to(batch["outsample_mask"].dtype)
+            mask_BHC = batch["outsample_mask"] * valid_B11
+            n = mask_BHC.sum()
+            loss_sum += torch.stack(
+                [self.loss(y_hat_BHCO, batch["outsample_y"], mask_BHC).double() * n, n.double()]
+            )
+            loc, scale = batch["loc"], batch["scale"]
+            y_BHC = inverse(batch["outsample_y"], loc, scale)
+            x_BLC = inverse(batch["insample_y"], loc, scale)
+            point_BHC = inverse(self.loss.point(y_hat_BHCO), loc, scale)
+            mase_scale = seasonal_naive_scale(x_BLC, batch["insample_mask"], self.season)
+            quantiles = None
+            if probabilistic:
+                q_BHCQ = self.loss.quantiles(y_hat_BHCO, acc.quantile_levels)
+                quantiles = inverse(q_BHCQ, loc.unsqueeze(-1), scale.unsqueeze(-1))
+            acc.update(point_BHC, y_BHC, mask_BHC, mase_scale_BC=mase_scale,
+                       quantiles_BHCQ=quantiles)
+            if with_baseline:
+                naive = seasonal_naive(x_BLC, y_BHC.shape[1], min(self.season, x_BLC.shape[1]))
+                base.update(naive, y_BHC, mask_BHC, mase_scale_BC=mase_scale)
+            if logger is not None and not plotted and self.plot_windows:
+                self._plot(logger, step, split, x_BLC, y_BHC, point_BHC, quantiles, batch)
+                plotted = True
+        sums = torch.cat([acc.state(), base.state(), loss_sum])
+        if self.env.distributed:
+            dist.all_reduce(sums)
+        n_acc, n_base = len(acc.state()), len(base.state())
+        acc.load_state(sums[:n_acc])
+        base.load_state(sums[n_acc : n_acc + n_base])
+        out = acc.compute()
+        out["loss"] = float(sums[-2] / sums[-1]) if sums[-1] > 0 else float("nan")
+        if with_baseline:
+            out.update({f"naive/{k}": v for k, v in base.compute().items()})
+        return out
+
+    def _plot(self, logger, step, split, x_BLC, y_BHC, point_BHC, q_BHCQ, batch) -> None:
+        valid = batch["valid"].nonzero().flatten()[: self.plot_windows].tolist()
+        for i in valid:
+            band = None
+            if q_BHCQ is not None and q_BHCQ.shape[-1] >= 2:
+                band = (q_BHCQ[i, :, 0, 0].cpu().numpy(), q_BHCQ[i, :, 0, -1].cpu().numpy())
+            image = forecast_image(
+                history=x_BLC[i, :, 0].cpu().numpy(),
+                truth=y_BHC[i, :, 0].cpu().numpy(),
+                forecast=point_BHC[i, :, 0].cpu().numpy(),
+                band=band,
+                title=f"series {int(batch['series'][i])} t={int(batch['t'][i])}",
+            )
+            logger.images(step, f"{split}_forecast/{valid.index(i)}", image)
+

@@ -1,0 +1,267 @@
+"""The training loop: one lean loop for every launcher.
+
+`Trainer.train()` reads as the story of a run: resume if a checkpoint exists, then steps
+(fetch a batch, forward, loss, backward, optimizer step every `accumulate_steps` batches),
+with logging, validation, checkpoints and the stop signal checked in between; at the end the
+test split is evaluated with the best weights. Everything rank-dependent goes through the
+logger (a null object off the main rank) and `CheckpointManager.save` (main rank only).
+
+SIGTERM, SIGUSR1 and SIGUSR2 set a flag; the loop finishes the current step, writes a
+checkpoint and returns `STOPPED`, which the launcher turns into exit code 75 to requeue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from tsforge.train.checkpoint import CheckpointManager, rng_state, set_rng_state
+from tsforge.train.distributed import DistEnv
+from tsforge.train.evaluate import Evaluator
+from tsforge.train.logger import NullLogger
+from tsforge.train.perf import StepTimer
+from tsforge.train.precision import autocast
+
+FINISHED, STOPPED = "finished", "stopped"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    max_steps: int
+    val_every_steps: int
+    log_every_steps: int = 10
+    accumulate_steps: int = 1
+    grad_clip: float = 1.0
+    checkpoint_every_steps: int = 100
+    checkpoint_every_min: float = 10.0
+    early_stop_patience: int = 0
+    early_stop_metric: str = "mae"
+    autocast_dtype: torch.dtype | None = None  # bf16 on GPU
+
+
+class StopFlag:
+    """Set by the stop signals; `handle` installs the handlers, `restore` puts back the old."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def handle(self) -> StopFlag:
+        for sig in STOP_SIGNALS:
+            self._old[sig] = signal.signal(sig, self._set)
+        return self
+
+    def _set(self, signum, frame) -> None:
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        loss: Callable,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        train_loader,
+        evaluator: Evaluator,
+        env: DistEnv,
+        settings: LoopSettings,
+        checkpoints: CheckpointManager,
+        logger: NullLogger,
+        describe: dict[str, Any],  # config, fingerprint, model_name: stored in checkpoints
+    ):
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_loader = train_loader
+        self.evaluator = evaluator
+        self.env = env
+        self.s = settings
+        self.checkpoints = checkpoints
+        self.logger = logger
+        self.describe = describe
+        self.step = 0
+        self.best: float = math.inf
+        self.evals_without_improvement = 0
+        self.stop = StopFlag()
+        self._windows = 0  # trained windows and seconds on this rank, for the final windows/s
+        self._seconds = 0.0
+
+    # -- the run ------------------------------------------------------------------------
+    def train(self) -> str:
+        self.stop.handle()
+        try:
+            return self._train()
+        finally:
+            self.stop.restore()
+
+    def _train(self) -> str:
+        batches = self._batches()
+        timer = StepTimer(self.env.device)
+        last_ckpt = time.monotonic()
+        self.model.train()
+        while self.step < self.s.max_steps:
+            timer.start()
+            loss_sum = torch.zeros((), device=self.env.device)
+            windows = 0
+            for micro in range(self.s.accumulate_steps):
+                batch = timer.fetch(batches)
+                loss = self._forward_loss(batch) / self.s.accumulate_steps
+                sync = micro == self.s.accumulate_steps - 1
+                with self._no_sync(not sync):
+                    loss.backward()
+                loss_sum += loss.detach()
+                windows += int(batch["insample_y"].shape[0])
+            grad_norm = self._optimizer_step()
+            self.step += 1
+            self._seconds += timer.stop(windows)
+            self._windows += windows
+
+            if self.step % self.s.log_every_steps == 0 or self.step == self.s.max_steps:
+                self._log_train(loss_sum, grad_norm, timer)
+            stop_now = self._agree(self.stop.signum is not None)
+            if self.step % self.s.val_every_steps == 0 or self.step == self.s.max_steps:
+                improved = self._validate()
+                if improved:
+                    self.save(is_best=True)
+                    last_ckpt = time.monotonic()
+                if self._early_stopped():
+                    break
+            if stop_now:
+                self.save()
+                return STOPPED
+            due_min = time.monotonic() - last_ckpt >= 60 * self.s.checkpoint_every_min
+            if self.step % self.s.checkpoint_every_steps == 0 or self._agree(due_min):
+                self.save()
+                last_ckpt = time.monotonic()
+        self.save()
+        return FINISHED
+
+    def windows_per_s(self) -> float:
+        """Training windows per second over this start of the run, summed over ranks."""
+        rate = torch.tensor([self._windows / max(self._seconds, 1e-9)], dtype=torch.float64)
+        if self.env.distributed:
+            rate = rate.to(self.env.device)
+            dist.all_reduce(rate)
+        return float(rate.item())
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:  # epochs: the loader continues from its state and advances its epoch
+            yield from self.train_loader
+
+    def _forward_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
+        with autocast(self.env.device, self.s.autocast_dtype):
+            y_hat = self.model(
+                batch["insample_y"],
+                insample_mask=batch["insample_mask"],
+                hist_exog=batch["hist_exog"],
+                futr_exog=batch["futr_exog"],
+                stat_exog=batch["stat_exog"],
+            )
+        return self.loss(y_hat.float(), batch["outsample_y"], batch["outsample_mask"])
+
+    def _optimizer_step(self) -> torch.Tensor:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.s.grad_clip if self.s.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _no_sync(self, skip: bool):
+        if skip and hasattr(self.model, "no_sync"):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (stop signals, time-based checkpoints)."""
+        if not self.env.distributed:
+            return flag
+        t = torch.tensor([int(flag)], device=self.env.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    # -- logging, validation, checkpoints -------------------------------------------------
+    def _log_train(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor, timer: StepTimer) -> None:
+        stats = torch.stack([loss_sum.float(), grad_norm.float().detach()]).to(self.env.device)
+        perf = timer.read()
+        per_rank = torch.tensor([perf["windows_per_s"]], device=self.env.device)
+        if self.env.distributed:
+            dist.all_reduce(stats)
+            stats /= self.env.world_size
+            gathered = [torch.zeros_like(per_rank) for _ in range(self.env.world_size)]
+            dist.all_gather(gathered, per_rank)
+            per_rank = torch.cat(gathered)
+        values = {
+            "train/loss": stats[0].item(),
+            "train/grad_norm": stats[1].item(),
+            "train/lr": self.scheduler.get_last_lr()[0],
+            "perf/windows_per_s": float(per_rank.sum()),
+            "perf/step_time_ms": perf["step_time_ms"],
+            "perf/data_wait_frac": perf["data_wait_frac"],
+            **{f"perf/windows_per_s_rank{r}": float(v) for r, v in enumerate(per_rank)},
+            **timer.memory(),
+        }
+        self.logger.scalars(self.step, values)
+
+    def _validate(self) -> bool:
+        metrics = self.evaluator.evaluate(self.model, "val", step=self.step, logger=self.logger)
+        self.model.train()
+        self.logger.scalars(self.step, {f"val/{k}": v for k, v in metrics.items()})
+        value = metrics.get(self.s.early_stop_metric, math.inf)
+        if value < self.best:
+            self.best = value
+            self.evals_without_improvement = 0
+            return True
+        self.evals_without_improvement += 1
+        return False
+
+    def _early_stopped(self) -> bool:
+        patience = self.s.early_stop_patience
+        return patience > 0 and self.evals_without_improvement >= patience
+
+    def state_dict(self) -> dict[str, Any]:
+        model = getattr(self.model, "module", self.model)
+        return {
+            **self.describe,
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loader": self.train_loader.state_dict(),
+            "rng": rng_state(),
+            "best": self.best,
+            "evals_without_improvement": self.evals_without_improvement,
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        getattr(self.model, "module", self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.train_loader.load_state_dict(ckpt["loader"])
+        set_rng_state(ckpt["rng"])
+        self.step = int(ckpt["step"])
+        self.best = float(ckpt["best"])
+        self.evals_without_improvement = int(ckpt["evals_without_improvement"])
+
+    def save(self, *, is_best: bool = False) -> None:
+        if self.env.is_main:
+            self.checkpoints.save(self.state_dict(), self.step, is_best=is_best)
+        if self.env.distributed:
+            dist.barrier()

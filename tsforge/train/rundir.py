@@ -1,0 +1,102 @@
+"""The run directory's small files: `config.yaml`, `meta.json`, `metrics.json`.
+
+    RUN_DIR/config.yaml   the resolved config
+    RUN_DIR/meta.json     git commit (+ dirty), dataset fingerprint, world_size, devices,
+                          versions, SLURM job ids, and `resumes`: one {from_step, at, job_id}
+                          per resume
+    RUN_DIR/metrics.json  final: best validation and test metrics, steps, windows/s
+
+Every file is written to a temporary name and renamed, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import tsforge
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _git() -> dict[str, Any]:
+    root = Path(tsforge.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(dirty) if commit else None}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def update_meta(
+    run_dir: Path,
+    *,
+    fingerprint: str,
+    world_size: int,
+    device: torch.device,
+    resumed_from: int | None,
+) -> dict[str, Any]:
+    """Create or extend `meta.json` for this start of the run (first start or a resume)."""
+    path = run_dir / "meta.json"
+    meta = read_json(path)
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id:
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if array else job_id
+        if job not in meta.setdefault("slurm_job_ids", []):
+            meta["slurm_job_ids"].append(job)
+    meta.setdefault("created", _now())
+    meta.setdefault("resumes", [])
+    if resumed_from is not None:
+        meta["resumes"].append({"from_step": resumed_from, "at": _now(), "job_id": job_id})
+    meta.update(
+        {
+            "git": _git(),
+            "fingerprint": fingerprint,
+            "world_size": world_size,
+            "devices": _devices(device),
+            "versions": {
+                "tsforge": tsforge.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+            "host": platform.node(),
+        }
+    )
+    write_json(path, meta)
+    return meta
+
+
+def _devices(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return [f"cpu ({os.cpu_count()} cores)"]
