@@ -121,11 +121,18 @@ def test_any_valid_arguments_give_well_formed_reproducible_series(
         (dict(n_series=1, freq="M"), "freq 'M'"),
         (dict(n_series=1, missing_rate=1.0), "missing_rate"),
         (dict(n_series=1, start="yesterday-ish"), "start"),
+        (dict(n_series=1.5), "n_series must be an int, got 1.5"),
+        (dict(n_series=2, n_seris=3), "no argument 'n_seris': use n_series, seed"),
     ],
 )
 def test_bad_arguments_are_user_errors(kw, fragment):
     with pytest.raises(UserError, match=fragment):
-        synthetic.SyntheticSpec(**kw)
+        synthetic.column_roles(**kw)
+
+
+def test_arguments_from_a_config_file_are_coerced():
+    spec = synthetic.SyntheticSpec(n_series="4", max_length=300.0, missing_rate="0.1")
+    assert (spec.n_series, spec.max_length, spec.missing_rate) == (4, 300, 0.1)
 
 
 def test_build_store_holds_the_generated_series(tmp_path):

@@ -110,17 +110,27 @@ class SyntheticSpec:
             if not ok:
                 raise UserError(f"synthetic data: {what}")
 
-        need(int(self.n_series) >= 1, f"n_series must be >= 1, got {self.n_series}")
-        need(int(self.seed) >= 0, f"seed must be >= 0, got {self.seed}")
+        # Values may come from a config file as text or floats: coerce them, or say which.
+        for f in dataclasses.fields(self):
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            value = getattr(self, f.name)
+            try:
+                ok = kind is not int or float(value) == int(value)
+                object.__setattr__(self, f.name, kind(value))
+            except (TypeError, ValueError):
+                ok = False
+            need(ok, f"{f.name} must be {'an' if kind is int else 'a'} {f.type}, got {value!r}")
+        need(self.n_series >= 1, f"n_series must be >= 1, got {self.n_series}")
+        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         need(
-            1 <= int(self.min_length) <= int(self.max_length),
+            1 <= self.min_length <= self.max_length,
             f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}",
         )
-        need(int(self.n_channels) >= 1, f"n_channels must be >= 1, got {self.n_channels}")
+        need(self.n_channels >= 1, f"n_channels must be >= 1, got {self.n_channels}")
         for name in ("n_hist_exog", "n_futr_exog", "n_static"):
-            need(int(getattr(self, name)) >= 0, f"{name} must be >= 0")
+            need(getattr(self, name) >= 0, f"{name} must be >= 0")
         need(
-            0.0 <= float(self.missing_rate) < 1.0,
+            0.0 <= self.missing_rate < 1.0,
             f"missing_rate must be in [0, 1), got {self.missing_rate}",
         )
         parse_freq(self.freq)
@@ -167,10 +177,23 @@ class SyntheticSpec:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_kwargs(cls, kwargs: dict) -> SyntheticSpec:
+        """The spec of `iter_series(**kwargs)`; an unknown argument is a UserError."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in kwargs:
+            if key not in known:
+                raise UserError(
+                    f"synthetic data has no argument '{key}': use {', '.join(known)}"
+                )
+        if "n_series" not in kwargs:
+            raise UserError("synthetic data needs n_series")
+        return cls(**kwargs)
+
 
 def column_roles(**gen_kwargs) -> ColumnRoles:
     """The columns `iter_series(**gen_kwargs)` produces, by role."""
-    return SyntheticSpec(**gen_kwargs).roles
+    return SyntheticSpec.from_kwargs(gen_kwargs).roles
 
 
 def iter_series(
@@ -328,7 +351,7 @@ def build_store(
     **gen_kwargs,
 ) -> Store:
     """Generate series into a new store at `out` (streamed: memory is one block)."""
-    spec = SyntheticSpec(**gen_kwargs)
+    spec = SyntheticSpec.from_kwargs(gen_kwargs)
     split_spec = _split_spec(split)
     with StoreWriter(
         out, roles=spec.roles, freq=spec.freq, codec=codec or Codec(), chunk_rows=chunk_rows,
@@ -347,7 +370,7 @@ def write_csv(path: str | os.PathLike, **gen_kwargs) -> dict:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    spec = SyntheticSpec(**gen_kwargs)
+    spec = SyntheticSpec.from_kwargs(gen_kwargs)
     roles = spec.roles
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
