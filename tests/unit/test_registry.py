@@ -306,3 +306,13 @@ def test_prepare_a_wide_csv_through_ingest(tmp_path, monkeypatch):
     assert store.n_series == 1 and store.columns == ["HUFL", "HULL", "OT"]
     np.testing.assert_array_equal(store.series_values(0), values)
     assert store.splits == spec and store.attrs["source"]["name"] == "ETTh1"
+
+
+def test_the_cache_folder_follows_the_environment(tmp_path, monkeypatch):
+    assert registry.cache_folder() == tmp_path / "cache"  # TSFORGE_CACHE_DIR, set above
+    assert registry.cache_folder(tmp_path / "x") == tmp_path / "x"
+    monkeypatch.delenv("TSFORGE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert registry.cache_folder() == tmp_path / "xdg" / "tsforge"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert registry.cache_folder() == Path.home() / ".cache" / "tsforge"
