@@ -1,4 +1,5 @@
 # tsforge developer commands.
+#   make run         install, then the default experiment: python -m tsforge.launch
 #   make test        install, lint and run the whole suite (what CI runs)
 #   make unit        the fast unit tests only
 #   make lint        ruff
@@ -6,11 +7,14 @@
 PY ?= python
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install lint unit test
+.PHONY: install run lint unit test
 
 install:
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+
+run: install
+	$(PY) -m tsforge.launch
 
 lint:
 	$(PY) -m ruff check .

@@ -102,12 +102,28 @@ def chunk_rows_for(n_channels: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> i
     return max(1024, int(chunk_bytes) // (4 * max(1, n_channels)))
 
 
+class _Grow:
+    """An append-only numpy array that doubles its capacity: O(n) memory, no per-row objects."""
+
+    def __init__(self, width: int, dtype):
+        self.data = np.empty((1024, width) if width else (1024,), dtype=dtype)
+        self.n = 0
+
+    def append(self, row) -> None:
+        if self.n == len(self.data):
+            self.data = np.concatenate([self.data, np.empty_like(self.data)])
+        self.data[self.n] = row
+        self.n += 1
+
+    def array(self) -> np.ndarray:
+        return self.data[: self.n].copy()
+
+
 class _Stats:
     """Per-series, per-channel count/mean/std/min/max of finite values, kept O(n_series)."""
 
     def __init__(self, n_channels: int):
-        self.rows: dict[str, list[np.ndarray]] = {k: [] for k in _STATS}
-        self.n_channels = n_channels
+        self.cols = {k: _Grow(n_channels, np.int64 if k == "count" else np.float32) for k in _STATS}
 
     def add(self, values_TC: np.ndarray) -> None:
         finite = np.isfinite(values_TC)
@@ -120,17 +136,11 @@ class _Stats:
             hi = np.where(finite, values_TC, -np.inf).max(0, initial=-np.inf)
         empty = count == 0
         for name, arr in (("mean", mean), ("std", np.sqrt(var)), ("min", lo), ("max", hi)):
-            self.rows[name].append(np.where(empty, np.nan, arr).astype(np.float32))
-        self.rows["count"].append(count.astype(np.int64))
+            self.cols[name].append(np.where(empty, np.nan, arr))
+        self.cols["count"].append(count)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {}
-        for name, rows in self.rows.items():
-            dtype = np.int64 if name == "count" else np.float32
-            out[name] = (
-                np.stack(rows) if rows else np.zeros((0, self.n_channels), dtype=dtype)
-            ).astype(dtype)
-        return out
+        return {name: col.array() for name, col in self.cols.items()}
 
 
 class StoreWriter:
@@ -180,10 +190,10 @@ class StoreWriter:
         self._buf = np.empty((self.chunk_rows, self.n_channels), dtype=np.float32)
         self._buf_rows = 0
         self._written = 0
-        self._lengths: list[int] = []
+        self._lengths = _Grow(0, np.int64)
         self._ids: list[str] = []
-        self._starts: list[int] = []
-        self._static: list[np.ndarray] = []
+        self._starts = _Grow(0, np.int64)
+        self._static = _Grow(self.n_static, np.float32)
         self._stats = _Stats(self.n_channels)
         self._hash = hashlib.blake2b(digest_size=16)
         self._done = False
@@ -239,14 +249,14 @@ class StoreWriter:
         self._flush()
         n = len(self._ids)
         indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(self._lengths, out=indptr[1:])
+        np.cumsum(self._lengths.array(), out=indptr[1:])
         self._array("indptr", indptr)
         series = self.group.create_group("series")
         ids = np.array(self._ids, dtype=object)
         series.create_array("id", shape=(n,), dtype=str, chunks=(min(n, 1 << 16),))[:] = ids
-        self._array("start", np.array(self._starts, dtype=np.int64), series)
+        self._array("start", self._starts.array(), series)
         if self.n_static:
-            self._array("static", np.stack(self._static).astype(np.float32), series)
+            self._array("static", self._static.array(), series)
         stats = series.create_group("stats")
         for name, arr in self._stats.arrays().items():
             self._array(name, arr, stats)
