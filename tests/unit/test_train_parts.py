@@ -1,0 +1,136 @@
+"""Parts of the trainer that stand alone: environment reading, schedules, checkpoints, configs.
+
+pytest tests/unit/test_train_parts.py
+"""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tsforge.config.checks import check_overrides, compose_config
+from tsforge.errors import UserError
+from tsforge.train.checkpoint import CheckpointManager, load_checkpoint
+from tsforge.train.distributed import first_slurm_host, read_env, slurm_port
+from tsforge.train.schedule import lr_factor
+
+
+@pytest.mark.parametrize(
+    "nodelist, host",
+    [
+        ("gpu[03-05,09],cpu1", "gpu03"),
+        ("node7", "node7"),
+        ("a-b[1,2]", "a-b1"),
+        ("n[010-011]", "n010"),
+    ],
+)
+def test_first_slurm_host(nodelist, host):
+    assert first_slurm_host(nodelist) == host
+
+
+def test_read_env_prefers_torchrun_then_slurm():
+    torchrun = {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "h",
+        "MASTER_PORT": "9",
+    }
+    assert read_env(torchrun) == {
+        "rank": 3,
+        "local_rank": 1,
+        "world_size": 4,
+        "master_addr": "h",
+        "master_port": 9,
+    }
+    slurm = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_ID": "1234",
+        "SLURM_JOB_NODELIST": "gpu[02-03]",
+    }
+    env = read_env(slurm)
+    assert (env["rank"], env["world_size"], env["local_rank"]) == (5, 8, 1)
+    assert env["master_addr"] == "gpu02" and env["master_port"] == slurm_port("1234")
+    assert read_env({})["world_size"] == 1
+
+
+def test_schedules():
+    f = lambda s, **kw: lr_factor(s, total=100, **kw)  # noqa: E731
+    assert f(0, warmup=10, schedule="cosine", min_ratio=0.0) == pytest.approx(0.1)
+    assert f(9, warmup=10, schedule="cosine", min_ratio=0.0) == pytest.approx(1.0)
+    assert f(100, warmup=10, schedule="cosine", min_ratio=0.1) == pytest.approx(0.1)
+    assert f(55, warmup=10, schedule="cosine", min_ratio=0.0) == pytest.approx(0.5)
+    assert f(50, warmup=0, schedule="constant", min_ratio=0.0) == 1.0
+    peak = max(range(100), key=lambda s: f(s, warmup=0, schedule="onecycle", min_ratio=0.0))
+    assert peak == 29
+
+
+def test_checkpoints_keep_last_latest_best(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for step in (10, 20, 30):
+        mgr.save(
+            {"fingerprint": "f", "model_name": "m", "w": torch.tensor([step])},
+            step,
+            is_best=step == 20,
+        )
+    assert [p.name for p in mgr.step_files()] == ["step_00000020.pt", "step_00000030.pt"]
+    assert load_checkpoint(mgr.latest())["w"].item() == 30
+    assert load_checkpoint(mgr.best())["w"].item() == 20
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_checkpoint_refusals(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    path = mgr.save({"fingerprint": "aaa", "model_name": "nhits"}, 1)
+    with pytest.raises(UserError, match="fingerprint"):
+        load_checkpoint(path, fingerprint="bbb")
+    with pytest.raises(UserError, match="holds model 'nhits'"):
+        load_checkpoint(path, model_name="dlinear")
+    path.write_bytes(path.read_bytes()[:50])  # truncated
+    with pytest.raises(UserError, match="does not load"):
+        load_checkpoint(path)
+
+
+def test_config_composes_with_typed_model_schema():
+    cfg = compose_config(["model=patchtst", "model.d_model=64", "trainer.max_steps=7"])
+    assert cfg.model.d_model == 64 and cfg.trainer.max_steps == 7
+    assert cfg.model.name == "patchtst"
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("trainer.max_stepz=5", "max_stepz"),
+        ("trainer.max_steps=abc", "max_steps"),
+        ("model=foo", "nhits"),
+        ("model.d_model=8", "d_model"),
+        ("+foo=1", "foo"),
+        ("+data.colour=1", "data.colour"),
+        ("model=nhits,nope", "nope"),
+    ],
+)
+def test_bad_overrides_are_refused(override, words):
+    with pytest.raises(UserError, match=words):
+        check_overrides([override])
+
+
+def test_launch_refuses_bad_key_with_one_line_exit_2(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tsforge.launch",
+            "trainer.max_stepz=5",
+            f"hydra.run.dir={tmp_path}/r",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "max_stepz" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
