@@ -1,0 +1,162 @@
+"""`tsforge data ingest`: CSV or Parquet into a chunked, validated Zarr store.
+
+    tsforge data ingest data.csv --out data.zarr                       # long: unique_id, ds, y
+    tsforge data ingest data.csv --out data.zarr --freq h --on-gap nan --hist-exog price
+    tsforge data ingest ETTh1.csv --out etth1.zarr --format wide --time-col date --split ett_hour
+    tsforge data ingest data.parquet --out data.zarr --json
+
+Bad input exits with code 2 and one line naming the file, the row or series, and the fix;
+nothing is left at --out. See `tsforge.data.ingest.ingest` for the meaning of each option.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of column names."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def add_parser(sub) -> None:
+    from tsforge.data.ingest import FORMATS, ON_GAP, ON_NAN
+    from tsforge.data.splits import PRESETS
+
+    p = sub.add_parser(
+        "ingest",
+        help="CSV or Parquet into a chunked Zarr store",
+        description="Read long (unique_id, ds, y, covariates...) or wide (a time column and one "
+        "column per channel) input, validate it, and write a chunked Zarr store.",
+    )
+    p.add_argument("src", help=".csv, .csv.gz or .parquet file, or a folder of .parquet files")
+    p.add_argument("--out", required=True, help="path of the store to create")
+    p.add_argument(
+        "--format",
+        default="long",
+        choices=FORMATS,
+        help="long: one row per (series, time); wide: one column per channel",
+    )
+    p.add_argument("--id-col", default="unique_id", help="series id column (long format)")
+    p.add_argument("--time-col", default="ds", help="time column (datetimes or integers)")
+    p.add_argument(
+        "--time-format",
+        default=None,
+        help="strptime format of the timestamps, e.g. %%d.%%m.%%Y "
+        "(default: detected from the first row)",
+    )
+    p.add_argument(
+        "--target",
+        type=_names,
+        default=None,
+        help="target columns, comma-separated (default: y in long format, every "
+        "column without another role in wide format)",
+    )
+    p.add_argument(
+        "--hist-exog",
+        type=_names,
+        default=(),
+        help="covariates known up to the forecast start only",
+    )
+    p.add_argument(
+        "--futr-exog",
+        type=_names,
+        default=(),
+        help="covariates known over the horizon too (calendar, prices, ...)",
+    )
+    p.add_argument(
+        "--static", type=_names, default=(), help="numeric columns with one value per series"
+    )
+    p.add_argument(
+        "--ignore-cols",
+        type=_names,
+        default=(),
+        help="columns to leave out (any other column without a role is refused)",
+    )
+    p.add_argument(
+        "--series-id",
+        default=None,
+        help="id of the one series of wide input (default: the file name)",
+    )
+    p.add_argument(
+        "--freq",
+        default=None,
+        help="h, 15min, D, W, MS, ME, QS, QE, YS, YE, ... or an integer step for "
+        "integer time (default: inferred; every series must agree)",
+    )
+    p.add_argument(
+        "--on-gap",
+        default="error",
+        choices=ON_GAP,
+        help="missing steps: refuse, insert NaN rows, or repeat the previous row",
+    )
+    p.add_argument(
+        "--on-nan",
+        default="error",
+        choices=ON_NAN,
+        help="missing or non-finite values: refuse, store NaN, or drop the row",
+    )
+    p.add_argument(
+        "--min-length", type=int, default=1, help="drop (and count) series with fewer input rows"
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help=f"split preset ({', '.join(PRESETS)}) or a JSON spec such as "
+        '\'{"kind": "holdout", "horizon": 48}\'',
+    )
+    p.add_argument("--codec", default="lz4", help="Blosc compressor: lz4|lz4hc|zstd|zlib|blosclz")
+    p.add_argument("--clevel", type=int, default=5, help="compression level 0-9")
+    p.add_argument("--shuffle", default="shuffle", help="noshuffle|shuffle|bitshuffle")
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="rows per chunk of values (default: about 512 KiB per chunk)",
+    )
+    p.add_argument(
+        "--piece-rows",
+        type=int,
+        default=1_000_000,
+        help="input rows held in memory at once (memory against speed)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=_run)
+
+
+def _run(args) -> int:
+    from tsforge.data.ingest import ingest
+    from tsforge.data.store import Codec
+
+    summary = ingest(
+        args.src,
+        args.out,
+        format=args.format,
+        id_col=args.id_col,
+        time_col=args.time_col,
+        target=list(args.target) if args.target is not None else None,
+        hist_exog=args.hist_exog,
+        futr_exog=args.futr_exog,
+        static=args.static,
+        freq=args.freq,
+        on_gap=args.on_gap,
+        on_nan=args.on_nan,
+        min_length=args.min_length,
+        split=args.split,
+        codec=Codec(cname=args.codec, clevel=args.clevel, shuffle=args.shuffle),
+        chunk_rows=args.chunk_rows,
+        overwrite=args.overwrite,
+        series_id=args.series_id,
+        piece_rows=args.piece_rows,
+        ignore_cols=args.ignore_cols,
+        time_format=args.time_format,
+    )
+    info = summary.to_dict()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return 0

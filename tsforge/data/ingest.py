@@ -1,0 +1,532 @@
+"""Validated, streaming ingest of CSV / Parquet input into a tsforge store.
+
+    from tsforge.data.ingest import ingest
+    summary = ingest("data.csv", "data.zarr", freq="h", on_gap="nan")
+    summary = ingest("ETTh1.csv", "etth1.zarr", format="wide", time_col="date", split="ett_hour")
+
+(`tsforge data ingest SRC --out STORE ...` on the command line.)
+
+Input is long (`unique_id, ds, y` plus covariate columns; one row per series and time) or
+wide (a time column and one column per channel: one series with C value columns). It is read
+in pieces and never held whole, in three passes over temporary files beside the output
+(see `tsforge.data.spill`):
+
+1. read: parse each piece, check ids, timestamps, numbers, missing values (`on_nan`) and
+   static columns, number the series, and append the rows to a spill file;
+2. arrange: regroup the spill by series (skipped when the input is already grouped);
+3. write: series by series, in sorted id order, sort by time, refuse duplicate timestamps,
+   infer or check the frequency, refuse or fill gaps (`on_gap`), drop series shorter than
+   `min_length`, and append to a `StoreWriter`, which renames its folder into place at the end.
+
+Memory is one piece, O(n_series) metadata and the longest series (a store's series is written
+whole). Every problem in the input is a `UserError` naming the file and the row or series and
+the fix; on any failure (Ctrl-C included) nothing is left at `out` and temporary files are
+removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tsforge.data import splits as splits_mod
+from tsforge.data.freq import Freq, format_time
+from tsforge.data.readers import Piece, open_source
+from tsforge.data.spill import Spill, record_dtype
+from tsforge.data.store import Codec, ColumnRoles, StoreWriter
+from tsforge.errors import UserError
+
+FORMATS = ("long", "wide")
+ON_GAP = ("error", "nan", "ffill")
+ON_NAN = ("error", "keep", "drop")
+# Filling gaps must not turn a wrong --freq into a store many times the input's size.
+MAX_FILL_FACTOR = 10
+
+
+@dataclasses.dataclass
+class IngestSummary:
+    """What `ingest` wrote; `tsforge data ingest` prints it."""
+
+    n_series: int
+    n_rows: int  # rows written, filled gaps included
+    n_dropped_short: int  # series dropped for being shorter than min_length
+    n_gaps_filled: int  # rows inserted by on_gap="nan" | "ffill"
+    n_nan_dropped: int  # input rows removed by on_nan="drop"
+    freq: str
+    fingerprint: str
+    path: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def ingest(
+    src,
+    out,
+    *,
+    format="long",
+    id_col="unique_id",
+    time_col="ds",
+    target=None,
+    hist_exog=(),
+    futr_exog=(),
+    static=(),
+    freq=None,
+    on_gap="error",
+    on_nan="error",
+    min_length=1,
+    split=None,
+    codec=Codec(),  # noqa: B008 - a frozen dataclass, never mutated
+    chunk_rows=None,
+    overwrite=False,
+    series_id=None,
+    piece_rows=1_000_000,
+    ignore_cols=(),
+    time_format=None,
+) -> IngestSummary:
+    """Read `src` (.csv, .csv.gz, .parquet or a folder of .parquet) into the store `out`.
+
+    `target` defaults to `["y"]` (long) or every column without another role (wide).
+    `freq` is a string ("h", "15min", "MS", ...) or an integer step for integer time; when
+    None it is inferred: the most common step of each series, which must agree.
+    `on_nan` decides what a missing or non-finite value (in any value column) does: refuse
+    it, keep it as NaN, or drop its row (the gap it leaves then meets `on_gap`).
+    `on_gap` decides what a missing step does: refuse it, insert NaN rows, or repeat the
+    previous row. `min_length` counts a series' input rows (after `on_nan="drop"`, before
+    gaps are filled); shorter series are dropped and counted. `split` is a preset name of
+    `tsforge.data.splits.PRESETS` or a spec dict.
+    `ignore_cols` names long-format columns to leave out; any other column without a role
+    is refused. `time_format` is a strptime format for text timestamps (default: detected
+    from the first row). `series_id` names the one series of wide input (default: the file
+    name without its extensions). `piece_rows` bounds the rows held in memory at once.
+    """
+    t0 = time.perf_counter()
+    _check_choice("--format", format, FORMATS)
+    _check_choice("--on-gap", on_gap, ON_GAP)
+    _check_choice("--on-nan", on_nan, ON_NAN)
+    if int(min_length) < 1:
+        raise UserError(f"--min-length must be at least 1, got {min_length}")
+    if int(piece_rows) < 1:
+        raise UserError(f"piece_rows must be at least 1, got {piece_rows}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists: pass --overwrite or choose another --out")
+    split_spec = _split_spec(split)
+    codec.build()  # an invalid codec fails now, not after reading the whole input
+
+    source = open_source(src, time_format=time_format)
+    roles = _roles(
+        source, format, id_col, time_col, target, hist_exog, futr_exog, static, ignore_cols
+    )
+    tspec = source.time_spec(time_col)
+    user_freq = Freq.parse(freq, tspec.unit) if freq is not None else None
+    if series_id is None:
+        series_id = _stem(Path(src))
+    job = _Job(
+        source=source,
+        roles=roles,
+        id_col=id_col if format == "long" else None,
+        time_col=time_col,
+        time_unit=tspec.unit,
+        on_gap=on_gap,
+        on_nan=on_nan,
+        min_length=int(min_length),
+        piece_rows=int(piece_rows),
+        series_id=str(series_id),
+    )
+
+    with Spill(out.parent, out.name, len(roles.value_columns), block_rows=piece_rows) as spill:
+        job.read(
+            spill,
+            source.pieces(
+                id_col=job.id_col,
+                time_col=time_col,
+                numeric=list(roles.value_columns + roles.static),
+                time=tspec,
+                piece_rows=int(piece_rows),
+            ),
+        )
+        order = np.array(sorted(range(len(job.ids)), key=job.ids.__getitem__), dtype=np.int64)
+        spill.arrange(order)
+        with StoreWriter(
+            out,
+            roles=roles,
+            freq=user_freq.name if user_freq else "",
+            time_unit=tspec.unit,
+            codec=codec,
+            chunk_rows=chunk_rows,
+            overwrite=overwrite,
+        ) as writer:
+            found = job.write(spill, order, writer, user_freq)
+            # The frequency is known only once the series are read; the writer keeps it
+            # for commit().
+            writer.freq = found.name
+            store = writer.commit(splits=split_spec)
+    return IngestSummary(
+        n_series=store.n_series,
+        n_rows=store.n_timesteps,
+        n_dropped_short=job.n_dropped_short,
+        n_gaps_filled=job.n_gaps_filled,
+        n_nan_dropped=job.n_nan_dropped,
+        freq=found.name,
+        fingerprint=store.fingerprint,
+        path=str(out),
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+# -- options ----------------------------------------------------------------------------------
+def _check_choice(flag: str, value, choices) -> None:
+    if value not in choices:
+        raise UserError(f"{flag} '{value}' is not one of {', '.join(choices)}")
+
+
+def _split_spec(split) -> dict | None:
+    if split is None:
+        return None
+    if isinstance(split, dict):
+        return splits_mod.validate(split)
+    text = str(split).strip()
+    if text.startswith("{"):
+        try:
+            return splits_mod.validate(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise UserError(f"--split '{text}' is not valid JSON ({err.msg})") from None
+    return splits_mod.validate(splits_mod.preset(text))
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".gz", ".bz2", ".csv", ".parquet", ".pq"):
+        name = name[: -len(ext)] if name.lower().endswith(ext) else name
+    return name or path.name
+
+
+def _roles(
+    source, format, id_col, time_col, target, hist_exog, futr_exog, static, ignore_cols
+) -> ColumnRoles:
+    """The column roles, after checking that every named column exists and every column of
+    long input has a role (or is ignored)."""
+    cols = source.columns
+    shown = ", ".join(cols[:12]) + (", ..." if len(cols) > 12 else "")
+    flags = {
+        "--hist-exog": hist_exog,
+        "--futr-exog": futr_exog,
+        "--static": static,
+        "--ignore-cols": ignore_cols,
+        "--target": target or (),
+    }
+    named = [(time_col, "--time-col")]
+    if format == "long":
+        named.insert(0, (id_col, "--id-col"))
+    named += [(c, flag) for flag, names in flags.items() for c in names]
+    if format == "long" and target is None:
+        named.append(("y", "--target"))
+    for col, flag in named:
+        if col not in cols:
+            raise UserError(
+                f"{source.display} has no column '{col}' (its columns: {shown}): "
+                f"pass {flag} with the right name"
+            )
+    if format == "long" and id_col == time_col:
+        raise UserError(f"--id-col and --time-col are both '{id_col}': give each its own column")
+    keys = {time_col} | ({id_col} if format == "long" else set())
+    for flag, names in flags.items():
+        for c in names:
+            if c in keys:
+                raise UserError(f"column '{c}' is the id or time column: leave it out of {flag}")
+    others = set(hist_exog) | set(futr_exog) | set(static) | set(ignore_cols)
+    if target is None:
+        if format == "long":
+            target = ["y"]
+        else:
+            target = [c for c in cols if c not in keys and c not in others]
+    roles = ColumnRoles(
+        target=tuple(target),
+        hist_exog=tuple(hist_exog),
+        futr_exog=tuple(futr_exog),
+        static=tuple(static),
+    )
+    if format == "long":
+        used = keys | set(roles.value_columns) | set(roles.static) | set(ignore_cols)
+        free = [c for c in cols if c not in used]
+        if free:
+            listed = ", ".join(free)
+            raise UserError(
+                f"{source.display} has columns without a role: {listed}: pass them with "
+                f"--hist-exog, --futr-exog or --static, or leave them out with "
+                f"--ignore-cols {','.join(free)}"
+            )
+    return roles
+
+
+# -- the passes -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Job:
+    source: object
+    roles: ColumnRoles
+    id_col: str | None
+    time_col: str
+    time_unit: str
+    on_gap: str
+    on_nan: str
+    min_length: int
+    piece_rows: int
+    series_id: str
+    n_dropped_short: int = 0
+    n_gaps_filled: int = 0
+    n_nan_dropped: int = 0
+    n_written: int = 0
+
+    def __post_init__(self):
+        self.codes: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.n_static = len(self.roles.static)
+        self.static = np.zeros((0, self.n_static))
+        self.static_row = np.zeros(0, dtype=np.int64)  # where each series' static was read
+        self._files: list[str] = []  # input files in order, for row numbers in messages
+        self._file_starts: list[int] = []  # global row index of each file's first row
+        self._rows = 0
+
+    # -- rows in messages -----------------------------------------------------------------
+    def at(self, global_row: int) -> str:
+        """`data.csv row 17` for a global row index."""
+        i = int(np.searchsorted(self._file_starts, global_row, side="right")) - 1
+        return f"{self._files[i]} row {global_row - self._file_starts[i] + 1}"
+
+    def at_two(self, a: int, b: int) -> str:
+        a, b = sorted((int(a), int(b)))
+        first, second = self.at(a), self.at(b)
+        file_a, _, row_a = first.rpartition(" row ")
+        file_b, _, row_b = second.rpartition(" row ")
+        return f"{file_a} rows {row_a} and {row_b}" if file_a == file_b else f"{first} and {second}"
+
+    # -- pass 1 ---------------------------------------------------------------------------
+    def read(self, spill: Spill, pieces) -> None:
+        dtype = record_dtype(len(self.roles.value_columns))
+        for piece in pieces:
+            if not self._files or self._files[-1] != piece.file:
+                self._files.append(piece.file)
+                self._file_starts.append(self._rows - piece.first_row + 1)
+            base = self._rows
+            self._rows += len(piece)
+            if len(piece):
+                spill.append(self._records(piece, base, dtype))
+        spill.finish()
+        if self._rows == 0:
+            raise UserError(
+                f"{self.source.display} has no data rows: "
+                "give a file with a header and at least one row"
+            )
+
+    def _records(self, piece: Piece, base: int, dtype: np.dtype) -> np.ndarray:
+        n = len(piece)
+        code = self._codes(piece, base)
+        if piece.time.null_count:
+            i = int(np.flatnonzero(~_valid(piece.time))[0])
+            raise UserError(
+                f"{self.at(base + i)}: {self.time_col} is empty: fix the value or drop the row"
+            )
+        values = np.empty((n, len(self.roles.value_columns)), dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused by on_nan
+            for j, col in enumerate(self.roles.value_columns):
+                values[:, j] = piece.columns[col].to_numpy(zero_copy_only=False)
+        if self.n_static:
+            self._check_static(piece, code, base)
+        rec = np.empty(n, dtype=dtype)
+        rec["code"] = code
+        rec["row"] = np.arange(base, base + n)
+        rec["ts"] = piece.time.to_numpy(zero_copy_only=False)
+        rec["v"] = values
+        finite = np.isfinite(values)
+        if not finite.all():
+            rec = self._missing(rec, finite, piece, base)
+        return rec
+
+    def _codes(self, piece: Piece, base: int) -> np.ndarray:
+        if piece.ids is None:
+            self.codes.setdefault(self.series_id, 0)
+            if not self.ids:
+                self.ids.append(self.series_id)
+            return np.zeros(len(piece), dtype=np.int32)
+        ids = piece.ids
+        if ids.null_count:
+            i = int(np.flatnonzero(~_valid(ids))[0])
+            raise UserError(
+                f"{self.at(base + i)}: {self.id_col} is empty: give every row its series id"
+            )
+        index = ids.indices.to_numpy(zero_copy_only=False)
+        used = np.bincount(index, minlength=len(ids.dictionary)) > 0
+        lut = np.full(len(ids.dictionary), -1, dtype=np.int32)
+        for k, name in zip(np.flatnonzero(used).tolist(), ids.dictionary.filter(used).to_pylist()):
+            code = self.codes.get(name)
+            if code is None:
+                code = self.codes[name] = len(self.ids)
+                self.ids.append(name)
+            lut[k] = code
+        return lut[index]
+
+    def _check_static(self, piece: Piece, code: np.ndarray, base: int) -> None:
+        """Static columns must hold one value per series; keep that value."""
+        s = np.stack(
+            [piece.columns[c].to_numpy(zero_copy_only=False) for c in self.roles.static], axis=1
+        )
+        n_codes = len(self.ids)
+        if len(self.static) < n_codes:
+            grown = np.full((max(n_codes, 2 * len(self.static)), self.n_static), np.nan)
+            grown[: len(self.static)] = self.static
+            rows = np.full(len(grown), -1, dtype=np.int64)
+            rows[: len(self.static_row)] = self.static_row
+            self.static, self.static_row = grown, rows
+        uniq, first = np.unique(code, return_index=True)
+        new = self.static_row[uniq] < 0
+        self.static[uniq[new]] = s[first[new]]
+        self.static_row[uniq[new]] = base + first[new]
+        ref = self.static[code]
+        same = (s == ref) | (np.isnan(s) & np.isnan(ref))
+        if not same.all():
+            i, j = (int(x[0]) for x in np.nonzero(~same))
+            col, c = self.roles.static[j], int(code[i])
+            raise UserError(
+                f"{self.at(base + i)}: static column {col} is {s[i, j]:g} but "
+                f"{ref[i, j]:g} at {self.at(self.static_row[c])} for series '{self.ids[c]}': "
+                "a static column holds one value per series; pass it with --hist-exog or "
+                "--futr-exog if it changes over time"
+            )
+
+    def _missing(self, rec: np.ndarray, finite: np.ndarray, piece: Piece, base: int):
+        """Apply on_nan to rows with a missing or non-finite value."""
+        bad_rows = ~finite.all(axis=1)
+        if self.on_nan == "error":
+            i = int(np.flatnonzero(bad_rows)[0])
+            j = int(np.flatnonzero(~finite[i])[0])
+            col = self.roles.value_columns[j]
+            raw = piece.columns[col][i].as_py()
+            if raw is None:
+                what = "empty or NaN"
+            elif math.isinf(raw) or math.isnan(raw):
+                what = str(raw)
+            else:
+                what = f"{raw:g}, beyond the float32 range"
+            series = f" (series '{self.ids[rec['code'][i]]}')" if self.id_col else ""
+            raise UserError(
+                f"{self.at(base + i)}: {col} is {what}{series}: fill it, or pass "
+                "--on-nan keep to store NaN or --on-nan drop to remove such rows"
+            )
+        # "keep" stores NaN; "drop" removes the rows in pass 3, after their timestamps
+        # have served to infer the frequency.
+        rec["v"][~finite] = np.nan
+        return rec
+
+    # -- pass 3 ---------------------------------------------------------------------------
+    def write(
+        self, spill: Spill, order: np.ndarray, writer: StoreWriter, freq: Freq | None
+    ) -> Freq:
+        """Validate each series, fill its gaps and append it; returns the frequency."""
+        freq_from = None  # the series the frequency was inferred from
+        longest = 0
+        for code, rec in spill.series(order, max_rows=self.piece_rows):
+            uid = self.ids[code]
+            ts, rows, values = rec["ts"], rec["row"], rec["v"]
+            all_ts = None  # with rows dropped for missing values: every timestamp, sorted
+            if self.on_nan == "drop":
+                keep = ~np.isnan(values).any(axis=1)
+                if not keep.all():
+                    self.n_nan_dropped += int((~keep).sum())
+                    all_ts = np.sort(ts)
+                    ts, rows, values = ts[keep], rows[keep], values[keep]
+            longest = max(longest, len(ts))
+            if len(ts) < self.min_length:
+                self.n_dropped_short += 1
+                continue
+            if np.any(ts[1:] < ts[:-1]):
+                o = np.argsort(ts, kind="stable")
+                ts, rows, values = ts[o], rows[o], values[o]
+            self._check_duplicates(uid, ts, rows)
+            if freq_from is not None or freq is None:
+                # Rows dropped for missing values still show the series' step.
+                found = Freq.infer(ts if all_ts is None else all_ts, self.time_unit)
+                if found is not None and freq is None:
+                    freq, freq_from = found, uid
+                elif found is not None and found != freq:
+                    raise UserError(
+                        f"{self.source.display}: series '{uid}' steps by {found} but series "
+                        f"'{freq_from}' steps by {freq}: pass --freq to choose the frequency "
+                        "(with --on-gap nan|ffill if some series skip steps)"
+                    )
+            if freq is not None and len(ts) > 1:
+                values = self._fill_gaps(uid, freq, ts, rows, values)
+            static = self.static[code].astype(np.float32) if self.n_static else None
+            writer.add_series(uid, int(ts[0]), values, static)
+            self.n_written += 1
+        if not self.n_written:
+            if self.n_dropped_short:
+                raise UserError(
+                    f"{self.source.display}: all {self.n_dropped_short} series are shorter than "
+                    f"--min-length {self.min_length} (the longest has {longest} rows): "
+                    "lower --min-length"
+                )
+            raise UserError(
+                f"{self.source.display} has no usable rows: every row was dropped "
+                "by --on-nan drop; fill the values or pass --on-nan keep"
+            )
+        if freq is None:
+            raise UserError(
+                f"{self.source.display}: every series has a single row, so the "
+                "frequency cannot be inferred: pass --freq"
+            )
+        return freq
+
+    def _check_duplicates(self, uid: str, ts: np.ndarray, rows: np.ndarray) -> None:
+        dup = np.flatnonzero(ts[1:] == ts[:-1])
+        if len(dup):
+            i = int(dup[0])
+            raise UserError(
+                f"{self.at_two(rows[i], rows[i + 1])}: series '{uid}' has two rows at "
+                f"{self.time_col} {format_time(ts[i], self.time_unit)}: remove one of them"
+            )
+
+    def _fill_gaps(self, uid: str, freq: Freq, ts, rows, values) -> np.ndarray:
+        k, on_grid = freq.position(ts[0], ts)
+        if not on_grid.all():
+            i = int(np.flatnonzero(~on_grid)[0])
+            raise UserError(
+                f"{self.at(rows[i])}: series '{uid}' {self.time_col} "
+                f"{format_time(ts[i], self.time_unit)} is not on the {freq} grid that starts at "
+                f"{format_time(ts[0], self.time_unit)}: fix the timestamp or pass the right --freq"
+            )
+        steps = np.diff(k)
+        gaps = np.flatnonzero(steps > 1)
+        if not len(gaps):
+            return values
+        if self.on_gap == "error":
+            i = int(gaps[0])
+            raise UserError(
+                f"{self.at_two(rows[i], rows[i + 1])}: series '{uid}' skips {int(steps[i]) - 1} "
+                f"step(s) of {freq} between {format_time(ts[i], self.time_unit)} and "
+                f"{format_time(ts[i + 1], self.time_unit)}: pass --on-gap nan or --on-gap ffill "
+                "to fill gaps, or the right --freq"
+            )
+        total = int(k[-1]) + 1
+        if total > MAX_FILL_FACTOR * len(ts) and total - len(ts) > 1_000_000:
+            raise UserError(
+                f"{self.source.display}: filling the gaps of series '{uid}' at {freq} would grow "
+                f"it from {len(ts)} to {total} rows: check --freq"
+            )
+        if self.on_gap == "nan":
+            full = np.full((total, values.shape[1]), np.nan, dtype=np.float32)
+            full[k] = values
+        else:  # ffill: each inserted row repeats the last present row before it
+            full = values[np.searchsorted(k, np.arange(total), side="right") - 1]
+        self.n_gaps_filled += total - len(ts)
+        return full
+
+
+def _valid(arr) -> np.ndarray:
+    return arr.is_valid().to_numpy(zero_copy_only=False)
