@@ -9,8 +9,10 @@ nothing at --out (nor temporary files beside it).
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +256,37 @@ def test_bad_parquet_cell_names_file_and_row(tmp_path):
     pq.write_table(table, src)
     out = tmp_path / "out.zarr"
     _assert_refused(_run(src, "--out", out), out, [str(src), "row 4", "'four'", "not a number"])
+
+
+def _spilled(folder) -> bool:
+    for path in folder.glob(".out.zarr.spill-*"):
+        try:
+            return path.stat().st_size > 0
+        except FileNotFoundError:  # removed at the end of pass 2
+            return True
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_killed_ingest_leaves_nothing_behind(tmp_path, sig):
+    n_series, length = 200, 1000
+    ids = np.repeat([f"s{i:03d}" for i in range(n_series)], length)
+    hours = np.tile(np.arange(length), n_series)
+    ds = (np.datetime64("2020-01-01T00", "h") + hours).astype("M8[s]").astype(str)
+    body = "\n".join(f"{u},{t.replace('T', ' ')},{h}" for u, t, h in zip(ids, ds, hours))
+    src = _csv(tmp_path, HEAD + body + "\n")
+    out = tmp_path / "out.zarr"
+    cmd = [sys.executable, "-m", "tsforge", "data", "ingest", str(src), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--piece-rows", "500"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    # Signal once rows have reached the spill file: ingest is then well inside its passes.
+    while proc.poll() is None and not _spilled(tmp_path):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert b"Traceback" not in stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.zarr*"))

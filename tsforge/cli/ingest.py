@@ -12,6 +12,7 @@ nothing is left at --out. See `tsforge.data.ingest.ingest` for the meaning of ea
 from __future__ import annotations
 
 import json
+import signal
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -126,10 +127,32 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
+    # A polite kill (a scheduler's time limit, `kill PID`) cleans up like Ctrl-C does:
+    # temporary files and the half-written store are removed on the way out.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        summary = _ingest(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    info = summary.to_dict()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _ingest(args):
     from tsforge.data.ingest import ingest
     from tsforge.data.store import Codec
 
-    summary = ingest(
+    return ingest(
         args.src,
         args.out,
         format=args.format,
@@ -152,11 +175,3 @@ def _run(args) -> int:
         ignore_cols=args.ignore_cols,
         time_format=args.time_format,
     )
-    info = summary.to_dict()
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        width = max(map(len, info))
-        for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
-    return 0

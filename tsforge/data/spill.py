@@ -53,7 +53,6 @@ class Spill:
         directory.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:8]
         self.paths = [directory / f".{stem}.spill-{tag}", directory / f".{stem}.sorted-{tag}"]
-        self._writer = open(self.paths[0], "wb")  # noqa: SIM115 - closed in finish()/close()
         self.n_records = 0
         self.counts = np.zeros(1024, dtype=np.int64)
         # Grouped-input tracking: the spill position of each series' first record, while
@@ -63,6 +62,8 @@ class Spill:
         self._last_code = -1
         self._offsets: np.ndarray | None = None
         self._file: Path | None = None
+        # Last, so that nothing can fail between creating the file and owning it.
+        self._writer = open(self.paths[0], "wb")  # noqa: SIM115 - closed in finish()/close()
 
     # -- pass 1 ---------------------------------------------------------------------------
     def append(self, rec: np.ndarray) -> None:
