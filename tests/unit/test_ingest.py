@@ -341,3 +341,35 @@ def test_bad_options(tmp_path, kwargs, match):
     with pytest.raises(UserError, match=match):
         ingest(src, tmp_path / "b.zarr", **kwargs)
     assert not (tmp_path / "b.zarr").exists()
+
+
+@pytest.mark.parametrize("piece_rows", [3, 1000])
+def test_regular_and_irregular_series_side_by_side(tmp_path, piece_rows):
+    # Regular series take a batched path, the others a full per-series one: same results.
+    cells = {
+        "a": {0: "1", 1: "2", 2: "3"},
+        "b": {3: "1", 4: "2", 6: "4"},  # a gap
+        "c": {1: "5", 0: "4", 2: "6"},  # out of order
+        "d": {7: "1"},  # one row
+        "e": {0: "1", 1: "", 2: "3", 3: "4"},  # a missing value
+        "f": {0: "9", 1: "8"},
+    }
+    lines = ["unique_id,ds,y"] + [
+        f"{uid},{_stamp(k)},{v}" for uid, series in cells.items() for k, v in series.items()
+    ]
+    src = tmp_path / "mix.csv"
+    src.write_text("\n".join(lines) + "\n")
+    s = ingest(src, tmp_path / "m.zarr", on_gap="ffill", on_nan="drop", piece_rows=piece_rows)
+    store = Store(tmp_path / "m.zarr")
+    got = {uid: store.series_values(i)[:, 0].tolist() for i, uid in enumerate(store.ids)}
+    assert got == {
+        "a": [1, 2, 3],
+        "b": [1, 2, 2, 4],
+        "c": [4, 5, 6],
+        "d": [1],
+        "e": [1, 1, 3, 4],
+        "f": [9, 8],
+    }
+    hour = T0.astype("M8[ns]").astype(np.int64) + np.array([0, 3, 0, 7, 0, 0]) * H
+    assert store.starts.tolist() == hour.tolist()
+    assert s.n_gaps_filled == 2 and s.n_nan_dropped == 1 and s.freq == "h"

@@ -107,6 +107,10 @@ def ingest(
     name without its extensions). `piece_rows` bounds the rows held in memory at once.
     """
     t0 = time.perf_counter()
+    target = None if target is None else _names(target)
+    hist_exog, futr_exog, static, ignore_cols = map(
+        _names, (hist_exog, futr_exog, static, ignore_cols)
+    )
     _check_choice("--format", format, FORMATS)
     _check_choice("--on-gap", on_gap, ON_GAP)
     _check_choice("--on-nan", on_nan, ON_NAN)
@@ -185,6 +189,11 @@ def ingest(
 def _check_choice(flag: str, value, choices) -> None:
     if value not in choices:
         raise UserError(f"{flag} '{value}' is not one of {', '.join(choices)}")
+
+
+def _names(cols) -> tuple[str, ...]:
+    """Column names from a list, or from one name given as a string."""
+    return (cols,) if isinstance(cols, str) else tuple(cols)
 
 
 def _split_spec(split) -> dict | None:
@@ -429,59 +438,93 @@ class _Job:
         self, spill: Spill, order: np.ndarray, writer: StoreWriter, freq: Freq | None
     ) -> Freq:
         """Validate each series, fill its gaps and append it; returns the frequency."""
-        freq_from = None  # the series the frequency was inferred from
-        longest = 0
-        for code, rec in spill.series(order, max_rows=self.piece_rows):
-            uid = self.ids[code]
-            ts, rows, values = rec["ts"], rec["row"], rec["v"]
-            all_ts = None  # with rows dropped for missing values: every timestamp, sorted
-            if self.on_nan == "drop":
-                keep = ~np.isnan(values).any(axis=1)
-                if not keep.all():
-                    self.n_nan_dropped += int((~keep).sum())
-                    all_ts = np.sort(ts)
-                    ts, rows, values = ts[keep], rows[keep], values[keep]
-            longest = max(longest, len(ts))
-            if len(ts) < self.min_length:
-                self.n_dropped_short += 1
-                continue
-            if np.any(ts[1:] < ts[:-1]):
-                o = np.argsort(ts, kind="stable")
-                ts, rows, values = ts[o], rows[o], values[o]
-            self._check_duplicates(uid, ts, rows)
-            if freq_from is not None or freq is None:
-                # Rows dropped for missing values still show the series' step.
-                found = Freq.infer(ts if all_ts is None else all_ts, self.time_unit)
-                if found is not None and freq is None:
-                    freq, freq_from = found, uid
-                elif found is not None and found != freq:
-                    raise UserError(
-                        f"{self.source.display}: series '{uid}' steps by {found} but series "
-                        f"'{freq_from}' steps by {freq}: pass --freq to choose the frequency "
-                        "(with --on-gap nan|ffill if some series skip steps)"
-                    )
-            if freq is not None and len(ts) > 1:
-                values = self._fill_gaps(uid, freq, ts, rows, values)
-            static = self.static[code].astype(np.float32) if self.n_static else None
-            writer.add_series(uid, int(ts[0]), values, static)
-            self.n_written += 1
+        self._freq, self._freq_from = freq, None  # inferred: from which series
+        self._longest = 0
+        for codes, counts, block in spill.batches(order, max_rows=self.piece_rows):
+            starts = np.r_[0, np.cumsum(counts)[:-1]]
+            regular = None
+            for i, code in enumerate(codes):
+                if regular is None and self._freq is not None and not self._freq.is_calendar:
+                    regular = self._regular(block, counts, starts, self._freq)
+                rec = block[starts[i] : starts[i] + counts[i]]
+                if regular is not None and regular[i]:
+                    # Nothing to check or fill: sorted, on the grid, without gaps.
+                    self._longest = max(self._longest, len(rec))
+                    self._add(writer, code, int(rec["ts"][0]), rec["v"])
+                else:
+                    self._series(writer, code, rec)
         if not self.n_written:
             if self.n_dropped_short:
                 raise UserError(
                     f"{self.source.display}: all {self.n_dropped_short} series are shorter than "
-                    f"--min-length {self.min_length} (the longest has {longest} rows): "
+                    f"--min-length {self.min_length} (the longest has {self._longest} rows): "
                     "lower --min-length"
                 )
             raise UserError(
                 f"{self.source.display} has no usable rows: every row was dropped "
                 "by --on-nan drop; fill the values or pass --on-nan keep"
             )
-        if freq is None:
+        if self._freq is None:
             raise UserError(
                 f"{self.source.display}: every series has a single row, so the "
                 "frequency cannot be inferred: pass --freq"
             )
-        return freq
+        return self._freq
+
+    def _regular(self, block, counts, starts, freq: Freq) -> np.ndarray:
+        """Which series of a batch are long enough, in time order and step by exactly `freq`
+        (and, with on_nan="drop", have no row to drop): the common case, checked at once."""
+        ok = counts >= self.min_length
+        some = counts > 0
+        if not some.any():
+            return ok
+        ts = block["ts"]
+        steps = np.ones(len(ts), dtype=bool)
+        steps[:-1] = np.diff(ts) == freq.n
+        steps[(starts + counts - 1)[some]] = True  # a series' last row has no next row
+        ok[some] &= np.logical_and.reduceat(steps, starts[some])
+        if self.on_nan == "drop":
+            ok[some] &= ~np.logical_or.reduceat(np.isnan(block["v"]).any(axis=1), starts[some])
+        return ok
+
+    def _add(self, writer: StoreWriter, code: int, start: int, values: np.ndarray) -> None:
+        static = self.static[code].astype(np.float32) if self.n_static else None
+        writer.add_series(self.ids[code], start, values, static)
+        self.n_written += 1
+
+    def _series(self, writer: StoreWriter, code: int, rec: np.ndarray) -> None:
+        """Validate one series in full, fill its gaps and append it (or drop it if short)."""
+        uid = self.ids[code]
+        ts, rows, values = rec["ts"], rec["row"], rec["v"]
+        all_ts = None  # with rows dropped for missing values: every timestamp, sorted
+        if self.on_nan == "drop":
+            keep = ~np.isnan(values).any(axis=1)
+            if not keep.all():
+                self.n_nan_dropped += int((~keep).sum())
+                all_ts = np.sort(ts)
+                ts, rows, values = ts[keep], rows[keep], values[keep]
+        self._longest = max(self._longest, len(ts))
+        if len(ts) < self.min_length:
+            self.n_dropped_short += 1
+            return
+        if np.any(ts[1:] < ts[:-1]):
+            o = np.argsort(ts, kind="stable")
+            ts, rows, values = ts[o], rows[o], values[o]
+        self._check_duplicates(uid, ts, rows)
+        if self._freq_from is not None or self._freq is None:
+            # Rows dropped for missing values still show the series' step.
+            found = Freq.infer(ts if all_ts is None else all_ts, self.time_unit)
+            if found is not None and self._freq is None:
+                self._freq, self._freq_from = found, uid
+            elif found is not None and found != self._freq:
+                raise UserError(
+                    f"{self.source.display}: series '{uid}' steps by {found} but series "
+                    f"'{self._freq_from}' steps by {self._freq}: pass --freq to choose the "
+                    "frequency (with --on-gap nan|ffill if some series skip steps)"
+                )
+        if self._freq is not None and len(ts) > 1:
+            values = self._fill_gaps(uid, self._freq, ts, rows, values)
+        self._add(writer, code, int(ts[0]), values)
 
     def _check_duplicates(self, uid: str, ts: np.ndarray, rows: np.ndarray) -> None:
         dup = np.flatnonzero(ts[1:] == ts[:-1])

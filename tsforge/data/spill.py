@@ -11,7 +11,7 @@ and writes each run at its series' offset in a second file with `os.pwrite`. Pla
 positioned writes keep memory at one block; a memory map would not, since its touched pages
 count toward the process's resident memory. When the input is already grouped by series
 (each series' rows consecutive, the usual case), pass 2 is skipped and series are read where
-they lie. `series(order)` reads them back in the requested order, several at a time (pass 3).
+they lie. `batches(order)` reads them back in the requested order, several at a time (pass 3).
 
 Records of a series keep their input order. The files live beside the output (the same file
 system, so no surprise disk is filled) and `close()` removes them; use a Spill as a context
@@ -135,9 +135,10 @@ class Spill:
         self.paths[0].unlink(missing_ok=True)
 
     # -- pass 3 ---------------------------------------------------------------------------
-    def series(self, order, max_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(code, records) of every series in `order`, reading up to `max_rows` rows at once
-        (or one whole series when it is longer)."""
+    def batches(self, order, max_rows: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+        """(codes, counts, records) of consecutive series of `order`: the records of the
+        series one after another, up to `max_rows` of them per batch (or one whole series
+        when it is longer)."""
         assert self._offsets is not None, "arrange() first"
         counts = _grow(self.counts, len(self._offsets), 0)
         size = self.dtype.itemsize
@@ -162,11 +163,7 @@ class Spill:
                         raise OSError(f"{self._file} was truncated while ingesting")
                 else:
                     block = np.zeros(0, dtype=self.dtype)
-                at = 0
-                for code in order[i:j]:
-                    n = int(counts[code])
-                    yield code, block[at : at + n]
-                    at += n
+                yield order[i:j], counts[order[i:j]].copy(), block
                 i = j
 
     # -- cleanup --------------------------------------------------------------------------
