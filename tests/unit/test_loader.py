@@ -117,10 +117,11 @@ def test_padded_windows_appear_and_are_masked(store):
         assert not mask[i, : 12 - int(t[i]), 0].any()
 
 
+@pytest.mark.parametrize("multivariate", [False, True])
 @pytest.mark.parametrize("scale_by", ["window", "series"])
 @pytest.mark.parametrize("method", ["standard", "robust"])
-def test_scaled_batches_invert_to_the_data(store, scale_by, method):
-    spec = WindowSpec(12, 6)
+def test_scaled_batches_invert_to_the_data(store, scale_by, method, multivariate):
+    spec = WindowSpec(12, 6, multivariate=multivariate)
     raw = WindowLoader(store, spec, global_batch_size=64, scaling="none", seed=3)
     scaled = WindowLoader(store, spec, global_batch_size=64, scaling=method,
                           scale_by=scale_by, seed=3)
@@ -134,9 +135,10 @@ def test_scaled_batches_invert_to_the_data(store, scale_by, method):
         _, train_hi = resolve(SPLIT, store.lengths, "train")
         loc, scale = scaling.fit_series(store, train_hi, [0, 1], method)
         batch = take(scaled, 1)[0]
-        at = batch["series"].numpy(), batch["channel"].numpy()
-        np.testing.assert_array_equal(batch["loc"][:, 0, 0].numpy(), loc[at])
-        np.testing.assert_array_equal(batch["scale"][:, 0, 0].numpy(), scale[at])
+        s, c = batch["series"].numpy(), batch["channel"].numpy()
+        at = s if multivariate else (s, c)
+        np.testing.assert_array_equal(batch["loc"][:, 0].numpy(), loc[at].reshape(len(s), -1))
+        np.testing.assert_array_equal(batch["scale"][:, 0].numpy(), scale[at].reshape(len(s), -1))
 
 
 def test_epochs_differ_and_depend_on_the_seed(store):

@@ -55,6 +55,7 @@ def test_window_robust_matches_masked_numpy():
         q25, q50, q75 = np.quantile(obs, [0.25, 0.5, 0.75])
         assert loc[b, 0, 0] == pytest.approx(q50, rel=1e-5)
         assert scale[b, 0, 0] == pytest.approx(q75 - q25, rel=1e-4)
+    assert loc[0, 0, 0] == 0 and scale[0, 0, 0] == 1  # nothing observed
 
 
 def test_constant_window_gets_unit_scale():

@@ -68,12 +68,31 @@ def window_stats(
         loc = np.where(count > 0, loc, 0.0).astype(np.float32)
         return loc, safe_scale(loc, scale)
     if method == "robust":
-        y = np.where(mask_BLC > 0, y_BLC, np.nan)
-        with _quiet():
-            q25, q50, q75 = np.nanquantile(y, [0.25, 0.5, 0.75], axis=1, keepdims=True)
-        loc = np.nan_to_num(q50, nan=0.0).astype(np.float32)
-        return loc, safe_scale(loc, q75 - q25)
+        count = np.einsum("blc->bc", mask_BLC)[:, None, :]
+        q25, q50, q75 = _masked_quantiles(y_BLC, mask_BLC, count, (0.25, 0.5, 0.75))
+        loc = np.where(count > 0, q50, 0.0).astype(np.float32)
+        return loc, safe_scale(loc, np.where(count > 0, q75 - q25, 1.0))
     raise UserError(f"scaling '{method}' is not one of {', '.join(METHODS)}")
+
+
+def _masked_quantiles(y_BLC, mask_BLC, count_B1C, qs) -> list[np.ndarray]:
+    """Quantiles [B, 1, C] over L of the observed entries (numpy's "linear" method).
+
+    One sort with masked entries pushed to the end, then two gathers per quantile: many
+    times faster than np.nanquantile over a batch.
+    """
+    x = np.where(mask_BLC > 0, y_BLC, np.inf)
+    x.sort(axis=1)
+    last = np.maximum(count_B1C.astype(np.int64) - 1, 0)
+    out = []
+    for q in qs:
+        pos = q * last
+        lo = np.floor(pos).astype(np.int64)
+        a = np.take_along_axis(x, lo, axis=1)
+        b = np.take_along_axis(x, np.minimum(lo + 1, last), axis=1)
+        with np.errstate(invalid="ignore"):  # inf - inf where nothing is observed
+            out.append(a + (b - a) * (pos - lo))
+    return out
 
 
 def apply(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
