@@ -7,7 +7,6 @@ import functools
 import hashlib
 import http.server
 import os
-import sys
 import threading
 import types
 from pathlib import Path
@@ -172,14 +171,8 @@ def test_http_errors_are_user_errors(tmp_path, server):
 
 # -- the command line ---------------------------------------------------------------------
 @pytest.fixture
-def cli(monkeypatch):
-    """`tsforge ...` as main() runs it; a stand-in for the ingest command if it is absent."""
-    try:
-        import tsforge.cli.ingest  # noqa: F401
-    except ImportError:
-        monkeypatch.setitem(
-            sys.modules, "tsforge.cli.ingest", types.SimpleNamespace(add_parser=lambda sub: None)
-        )
+def cli():
+    """`tsforge ...` as main() runs it."""
     from tsforge.cli.main import main
 
     return main
@@ -286,7 +279,6 @@ def test_m4_reader_refuses_malformed_files(tmp_path):
 
 
 def test_prepare_a_wide_csv_through_ingest(tmp_path, monkeypatch):
-    pytest.importorskip("tsforge.data.ingest")
     data = tmp_path / "data"
     data.mkdir()
     ts = np.datetime64("2016-07-01T00:00") + np.arange(40) * np.timedelta64(1, "h")

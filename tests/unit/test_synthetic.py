@@ -176,7 +176,7 @@ def test_write_csv_is_long_format_with_empty_cells_for_missing_values(tmp_path):
 
 
 def test_write_csv_ingests_into_the_store_build_store_writes(tmp_path):
-    ingest = pytest.importorskip("tsforge.data.ingest").ingest
+    from tsforge.data.ingest import ingest
     kw = dict(SMALL, n_hist_exog=1, n_futr_exog=2, n_static=1, missing_rate=0.02, seed=5)
     cols = synthetic.write_csv(tmp_path / "long.csv", **kw)
     ingest(
