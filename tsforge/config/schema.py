@@ -35,6 +35,9 @@ class DataConfig:
     num_workers: int = 0  # DataLoader processes per rank
     cache_mb: int = 256  # decoded chunks kept per worker
     season: int = 24  # seasonal period for the seasonal-naive baseline and MASE
+    # original: metrics in the data's units | scaled: on the loader's scaled values (with
+    # scale_by=series this is the long-horizon protocol: train-fit standardization)
+    metrics_on: str = "original"
 
 
 @dataclass

@@ -408,9 +408,11 @@ class WindowLoader:
         key = (self.seed, self._fingerprint_int, self.order_hash)
         a = self._order_args
         if self.mode == "epoch":
-            # a block of consecutive ids spans about one chunk of rows
-            windows_per_chunk = self.store.chunk_rows * self.index.per_start // self.spec.stride
-            order = EpochOrder(self.n_windows, windows_per_chunk, a["group_blocks"], key)
+            # one block per chunk: the windows whose reads start in it (all in its slot)
+            R, rows = self.store.chunk_rows, self.store.n_timesteps
+            borders = np.append(np.arange(0, rows, R), rows)
+            block_starts = self.index.first_ids_at_rows(self.store.indptr, borders)
+            order = EpochOrder(block_starts, a["group_blocks"], key)
         elif self.mode == "sampled":
             order = SampledOrder(self.index.offsets, key, sample_by=a["sample_by"],
                                  series_weights=a["series_weights"])

@@ -7,12 +7,12 @@ or the number of workers, so every process computes the same order on its own an
 positions it needs, in O(batch) time.
 
 - `EpochOrder`: exhaustive epochs without replacement, shuffled with bounded locality. The
-  windows `0..N-1` are cut into blocks of `block_windows` consecutive ids (about one Zarr
-  chunk of rows); the blocks are permuted, consecutive runs of `group_blocks` permuted blocks
-  form a group, and windows are shuffled within each group. A batch thus reads at most a
-  group's chunks, and a worker keeps reusing them for the group's many batches. Memory is
-  O(N / block_windows) for the block permutation plus one permutation of a group
-  (`group_blocks * block_windows` int32), never O(N).
+  windows `0..N-1` are cut into blocks of consecutive ids (the loader makes a block of the
+  windows whose reads start in one Zarr chunk); the blocks are permuted, consecutive runs
+  of `group_blocks` permuted blocks form a group, and windows are shuffled within each
+  group. A batch thus reads at most a group's chunks, and a worker keeps reusing them for
+  the group's many batches. Memory is O(n_blocks) for the block permutation plus one
+  permutation of a group (`group_blocks` blocks of int32), never O(N).
 - `SampledOrder`: with replacement, uniform over windows, uniform over series or weighted per
   series (O(n_series)). Draws come in fixed blocks of positions, each from its own generator.
 - `EvalOrder`: positions in id order; positions past the end are padding (`valid=False`).
@@ -62,28 +62,34 @@ def _runs(labels: np.ndarray):
 
 
 class EpochOrder:
-    """Exhaustive epochs: each epoch is a permutation of all window ids (see module doc)."""
+    """Exhaustive epochs: each epoch is a permutation of all window ids (see module doc).
 
-    def __init__(self, n_windows: int, block_windows: int, group_blocks: int, key: tuple[int, ...]):
+    `block_starts` [n_blocks + 1] cuts the ids 0..N-1 into blocks of consecutive ids
+    (blocks may be empty); the loader makes one block per chunk of rows.
+    """
+
+    def __init__(self, block_starts: np.ndarray, group_blocks: int, key: tuple[int, ...]):
         if group_blocks < 1:
             raise UserError(f"shuffle_group_blocks must be >= 1, got {group_blocks}")
-        self.n_windows = int(n_windows)
-        self.block_windows = max(1, int(block_windows))
+        self.block_starts = np.asarray(block_starts, dtype=np.int64)
+        self.n_windows = int(self.block_starts[-1])
+        self.n_blocks = len(self.block_starts) - 1
         self.group_blocks = int(group_blocks)
         self.key = tuple(key)
-        self.n_blocks = -(-self.n_windows // self.block_windows)
         self._layouts: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._groups: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    @staticmethod
+    def uniform_blocks(n_windows: int, block_windows: int) -> np.ndarray:
+        """Block starts for blocks of `block_windows` ids (the last one shorter)."""
+        return np.append(np.arange(0, n_windows, max(1, block_windows)), n_windows)
 
     def _layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """The epoch's block permutation and each permuted block's first position."""
         if epoch not in self._layouts:
             perm = generator(self.key, epoch).permutation(self.n_blocks)
-            sizes = np.full(self.n_blocks, self.block_windows, dtype=np.int64)
-            if self.n_blocks:
-                sizes[-1] = self.n_windows - (self.n_blocks - 1) * self.block_windows
             starts = np.zeros(self.n_blocks + 1, dtype=np.int64)
-            np.cumsum(sizes[perm], out=starts[1:])
+            np.cumsum(np.diff(self.block_starts)[perm], out=starts[1:])
             self._layouts[epoch] = (perm, starts)
             if len(self._layouts) > 2:
                 self._layouts.popitem(last=False)
@@ -110,8 +116,8 @@ class EpochOrder:
             b0, b1 = g * G, min(g * G + G, self.n_blocks)
             g_starts = starts[b0 : b1 + 1] - starts[b0]
             q = self._group_perm(epoch, g, int(g_starts[-1]))[positions[sel] - starts[b0]]
-            j = np.searchsorted(g_starts, q, side="right") - 1
-            out[sel] = perm[b0 + j] * self.block_windows + (q - g_starts[j])
+            j = np.searchsorted(g_starts, q, side="right") - 1  # skips empty blocks
+            out[sel] = self.block_starts[perm[b0 + j]] + (q - g_starts[j])
         return out
 
 

@@ -121,6 +121,25 @@ class WindowIndex:
         t = self.t_first[series] + k * self.spec.stride
         return series, channel, t
 
+    def first_ids_at_rows(self, indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """For each global store row r, the first window id whose reads start at or after r.
+
+        A window reads from row `indptr[s] + max(t - L, 0)` on (padded windows from the
+        series' start). Ids are in row order, so the windows whose reads start in rows
+        [r0, r1) are the ids [first_ids_at_rows(r0), first_ids_at_rows(r1)): with chunk
+        borders as rows, that cuts the ids into one block per chunk.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        indptr = np.asarray(indptr, dtype=np.int64)
+        s = np.clip(np.searchsorted(indptr, rows, side="right") - 1, 0, self.n_series - 1)
+        local = rows - indptr[s]
+        # windows k with max(t_k - L, 0) < local, t_k = t_first + k * stride
+        reach = local + self.spec.input_size - self.t_first[s]
+        before = np.where(local > 0, -(-reach // self.spec.stride), 0)
+        before = np.clip(before, 0, self.counts[s] // self.per_start)
+        return np.where(rows >= indptr[-1], self.n_windows,
+                        self.offsets[s] + before * self.per_start)
+
     def window_id(self, series: np.ndarray, channel: np.ndarray, t: np.ndarray) -> np.ndarray:
         """The inverse of `locate` (for checks and reports)."""
         series = np.asarray(series, dtype=np.int64)

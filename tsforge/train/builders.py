@@ -165,7 +165,14 @@ def evaluator(cfg: DictConfig, loaders_: dict, loss_fn, env: DistEnv) -> Evaluat
         season=cfg.data.season,
         plot_windows=cfg.trainer.plot_series,
         autocast_dtype=autocast_dtype(cfg.trainer.precision, env.device),
+        unscale=_metrics_unscaled(cfg.data.metrics_on),
     )
+
+
+def _metrics_unscaled(metrics_on: str) -> bool:
+    if metrics_on not in ("original", "scaled"):
+        raise UserError(f"data.metrics_on={metrics_on!r}: use original or scaled")
+    return metrics_on == "original"
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:

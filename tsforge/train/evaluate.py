@@ -3,7 +3,8 @@
 Every evaluation window is visited once across ranks (the loader pads the last global batch
 and marks pads `valid=False`), metrics are kept as sums and counts and summed over ranks with
 one all_reduce, so a 2-rank evaluation gives the 1-rank numbers. Metrics are computed in the
-data's own units: forecasts and targets are un-scaled with the window's loc/scale first.
+data's own units (forecasts and targets are un-scaled with the window's loc/scale first), or
+on the scaled values when `unscale=False` (the long-horizon protocol's standardized MSE).
 
 Shape legend:  B batch   L input steps   H horizon   C channels   O outputs per point
 """
@@ -34,6 +35,7 @@ class Evaluator:
         season: int,
         plot_windows: int = 4,
         autocast_dtype: torch.dtype | None = None,
+        unscale: bool = True,
     ):
         self.loaders = loaders
         self.loss = loss
@@ -41,6 +43,7 @@ class Evaluator:
         self.season = season
         self.plot_windows = plot_windows
         self.autocast_dtype = autocast_dtype
+        self.unscale = unscale
         self.levels = tuple(getattr(loss, "levels", ()) or ())
 
     def _accumulator(self, probabilistic: bool) -> MetricAccumulator:
@@ -75,6 +78,8 @@ class Evaluator:
                 [self.loss(y_hat_BHCO, batch["outsample_y"], mask_BHC).double() * n, n.double()]
             )
             loc, scale = batch["loc"], batch["scale"]
+            if not self.unscale:  # metrics on the scaled values: an identity transform
+                loc, scale = torch.zeros_like(loc), torch.ones_like(scale)
             y_BHC = inverse(batch["outsample_y"], loc, scale)
             x_BLC = inverse(batch["insample_y"], loc, scale)
             point_BHC = inverse(self.loss.point(y_hat_BHCO), loc, scale)

@@ -66,12 +66,28 @@ class RunLogger(NullLogger):
         )
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
+        self._print(step, values)
         record = {"step": int(step), "time": time.time()}
         record.update({k: _plain(v) for k, v in values.items()})
         self.jsonl.write(json.dumps(record) + "\n")
         for key, value in values.items():
             if math.isfinite(float(value)):
                 self.tb.add_scalar(key, float(value), int(step))
+
+    def _print(self, step: int, values: dict[str, float]) -> None:
+        """One console line per training log or evaluation, so a run shows its progress."""
+        if "train/loss" in values:
+            print(
+                f"step {step:>6}  loss {values['train/loss']:.4f}  lr {values['train/lr']:.2e}  "
+                f"{values['perf/windows_per_s']:,.0f} windows/s  "
+                f"data wait {100 * values['perf/data_wait_frac']:.0f}%",
+                flush=True,
+            )
+        elif any(k.startswith("val/") for k in values):
+            shown = "  ".join(
+                f"{k} {v:.4f}" for k, v in values.items() if k in ("val/loss", "val/mae", "val/mse")
+            )
+            print(f"step {step:>6}  {shown}", flush=True)
 
     def images(self, step: int, tag: str, image_HWC: np.ndarray) -> None:
         self.tb.add_image(tag, image_HWC, int(step), dataformats="HWC")

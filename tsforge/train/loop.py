@@ -245,7 +245,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loader": self.train_loader.state_dict(),
-            "rng": rng_state(),
+            "rng": self._rng_states(),
             "best": self.best,
             "evals_without_improvement": self.evals_without_improvement,
         }
@@ -255,13 +255,24 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.train_loader.load_state_dict(ckpt["loader"])
-        set_rng_state(ckpt["rng"])
+        states = ckpt["rng"]
+        # Each rank continues its own streams; with another world size, rank r takes r mod n.
+        set_rng_state(states[self.env.rank % len(states)])
         self.step = int(ckpt["step"])
         self.best = float(ckpt["best"])
         self.evals_without_improvement = int(ckpt["evals_without_improvement"])
 
+    def _rng_states(self) -> list[dict[str, Any]]:
+        """Every rank's RNG states (dropout and the like differ per rank), in rank order."""
+        if not self.env.distributed:
+            return [rng_state()]
+        states: list[Any] = [None] * self.env.world_size
+        dist.all_gather_object(states, rng_state())
+        return states
+
     def save(self, *, is_best: bool = False) -> None:
+        state = self.state_dict()  # collective: every rank takes part
         if self.env.is_main:
-            self.checkpoints.save(self.state_dict(), self.step, is_best=is_best)
+            self.checkpoints.save(state, self.step, is_best=is_best)
         if self.env.distributed:
             dist.barrier()

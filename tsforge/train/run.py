@@ -57,6 +57,9 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
         if latest else None
     logger = make_logger(run_dir, env.is_main)
     if env.is_main:
+        what = f"resuming from step {ckpt['step']}:" if ckpt else "training"
+        print(f"{what} {cfg.model.name} on {cfg.data.name} ({loaders['train'].n_windows:,} "
+              f"training windows, world size {env.world_size}) -> {run_dir}", flush=True)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         update_meta(run_dir, fingerprint=store.fingerprint, world_size=env.world_size,
                     device=env.device, resumed_from=int(ckpt["step"]) if ckpt else None)
@@ -76,6 +79,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
         final = _final_metrics(trainer, evaluator, model, checkpoints, store, env)
         if env.is_main:
             write_json(run_dir / "metrics.json", final)
+            _summary(run_dir, final)
             logger.hparams(builders.flat_hparams(cfg), {
                 f"test/{k}": v for k, v in final["test"].items()
             })
@@ -100,3 +104,12 @@ def _final_metrics(trainer, evaluator, model, checkpoints, store, env) -> dict:
         "train_windows_per_s": trainer.windows_per_s(),
         "world_size": env.world_size,
     }
+
+
+def _summary(run_dir: Path, final: dict) -> None:
+    test, naive = final["test"], final["baseline"]["seasonal_naive"]
+    if test:
+        print(f"test  mae {test['mae']:.4f}  mse {test['mse']:.4f}   "
+              f"(seasonal naive: mae {naive['mae']:.4f}  mse {naive['mse']:.4f})")
+    print(f"run directory: {run_dir}\nmetrics: {run_dir / 'metrics.json'}\n"
+          f"dashboard: tensorboard --logdir {run_dir / 'tb'}")
