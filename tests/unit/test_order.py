@@ -16,36 +16,48 @@ KEY = (7, 1234, 99)
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 3000), st.integers(1, 200), st.integers(1, 8), st.integers(0, 3))
 def test_each_epoch_is_a_permutation(n, block, group, epoch):
-    order = EpochOrder(n, block, group, KEY)
+    order = EpochOrder(EpochOrder.uniform_blocks(n, block), group, KEY)
     ids = order.ids(epoch, np.arange(n))
     assert np.array_equal(np.sort(ids), np.arange(n))
 
 
 def test_order_depends_on_key_and_epoch_only():
     n = 5000
-    a = EpochOrder(n, 100, 4, KEY).ids(0, np.arange(n))
-    assert np.array_equal(a, EpochOrder(n, 100, 4, KEY).ids(0, np.arange(n)))
-    assert not np.array_equal(a, EpochOrder(n, 100, 4, KEY).ids(1, np.arange(n)))
-    assert not np.array_equal(a, EpochOrder(n, 100, 4, (8, 1234, 99)).ids(0, np.arange(n)))
-    assert not np.array_equal(a, EpochOrder(n, 100, 4, (7, 1234, 98)).ids(0, np.arange(n)))
+    blocks = EpochOrder.uniform_blocks(n, 100)
+    a = EpochOrder(blocks, 4, KEY).ids(0, np.arange(n))
+    assert np.array_equal(a, EpochOrder(blocks, 4, KEY).ids(0, np.arange(n)))
+    assert not np.array_equal(a, EpochOrder(blocks, 4, KEY).ids(1, np.arange(n)))
+    assert not np.array_equal(a, EpochOrder(blocks, 4, (8, 1234, 99)).ids(0, np.arange(n)))
+    assert not np.array_equal(a, EpochOrder(blocks, 4, (7, 1234, 98)).ids(0, np.arange(n)))
 
 
 def test_any_positions_agree_with_the_whole_epoch():
     n = 4000
-    order = EpochOrder(n, 64, 3, KEY)
+    blocks = EpochOrder.uniform_blocks(n, 64)
+    order = EpochOrder(blocks, 3, KEY)
     whole = order.ids(2, np.arange(n))
     rng = np.random.default_rng(0)
     for _ in range(5):
         pos = rng.integers(0, n, 300)
-        assert np.array_equal(EpochOrder(n, 64, 3, KEY).ids(2, pos), whole[pos])
+        assert np.array_equal(EpochOrder(blocks, 3, KEY).ids(2, pos), whole[pos])
 
 
 def test_shuffle_keeps_block_locality():
     n, block, group = 100_000, 1000, 4
-    ids = EpochOrder(n, block, group, KEY).ids(0, np.arange(n)).reshape(-1, 500)
+    blocks = EpochOrder.uniform_blocks(n, block)
+    ids = EpochOrder(blocks, group, KEY).ids(0, np.arange(n)).reshape(-1, 500)
     blocks_per_batch = [len(np.unique(b // block)) for b in ids]
     assert max(blocks_per_batch) <= 2 * group  # a batch lies in at most two groups
     assert np.mean(blocks_per_batch) > group - 1  # and is mixed across the group's blocks
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=30), st.integers(1, 5))
+def test_uneven_and_empty_blocks_make_a_permutation(sizes, group):
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    n = int(starts[-1])
+    ids = EpochOrder(starts, group, KEY).ids(1, np.arange(n))
+    assert np.array_equal(np.sort(ids), np.arange(n))
 
 
 def test_sampled_is_deterministic_and_position_based():

@@ -41,13 +41,13 @@ def cases(draw):
         min_input_size=draw(st.one_of(st.none(), st.integers(1, L))),
         multivariate=draw(st.booleans()),
     )
-    return np.array(lo), np.array(hi), spec, draw(st.integers(1, 3))
+    return np.array(lo), np.array(hi), spec, draw(st.integers(1, 3)), lengths
 
 
 @settings(max_examples=150, deadline=None)
 @given(cases())
 def test_counts_and_locate_match_brute_force(case):
-    lo, hi, spec, n_targets = case
+    lo, hi, spec, n_targets, _ = case
     index = WindowIndex(lo, hi, spec, n_targets)
     expected = brute_force(lo, hi, spec, n_targets)
     assert index.n_windows == len(expected)
@@ -60,6 +60,20 @@ def test_counts_and_locate_match_brute_force(case):
         expected = [(a, 0, b) for a, _, b in expected]
     assert got == expected  # a bijection onto the brute-force set, in id order
     assert index.window_id(s, c, t).tolist() == ids.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases())
+def test_first_ids_at_rows_cut_ids_by_read_row(case):
+    lo, hi, spec, n_targets, lengths = case
+    index = WindowIndex(lo, hi, spec, n_targets)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    s, _, t = index.locate(np.arange(index.n_windows))
+    read_row = indptr[s] + np.maximum(t - spec.input_size, 0)
+    assert np.all(np.diff(read_row) >= 0)  # ids run in read-row order
+    rows = np.arange(indptr[-1] + 2)
+    want = [(read_row < r).sum() for r in rows]
+    assert index.first_ids_at_rows(indptr, rows).tolist() == want
 
 
 def test_locate_skips_series_without_windows():
