@@ -10,6 +10,19 @@
     val = WindowLoader(store, spec, split="val", global_batch_size=1024, rank=rank,
                        world_size=world)  # ordered, every window once across ranks
 
+API (typed arguments, no config objects):
+
+    WindowSpec(input_size, horizon, stride=1, min_input_size=None, multivariate=False)
+    WindowLoader(store, spec, *, split="train", split_spec=None, mode=None,
+                 global_batch_size=1024, rank=0, world_size=1, seed=0, num_steps=None,
+                 sample_by="window", series_weights=None, shuffle_group_blocks=16,
+                 scaling="standard", scale_by="window", num_workers=0, cache_mb=256,
+                 pin_memory=False)
+      iter(loader) -> batches (dicts of tensors); len(loader) = batches per epoch
+      .n_windows  .batches_per_epoch  .epoch  .index (windows.WindowIndex)
+      .state_dict() -> dict   .load_state_dict(state)
+    scaling.inverse(y, loc, scale) -> y in the data's units
+
 Legend: `B` windows in this rank's part of a batch, `L` input_size, `H` horizon,
 `W = L + H`, `Cy` target channels of a window (1 univariate), `Ch` historical covariates,
 `Cf` future-known covariates, `S` static covariates, `R` rows of a Zarr chunk.
@@ -41,10 +54,16 @@ State: `state_dict()` is {epoch, batches_consumed, seed, fingerprint, settings_h
 `load_state_dict()` continues with exactly the batches an uninterrupted run would have seen
 (with any num_workers / world size), refusing a state of another store or other settings.
 
-Reading: each process keeps an arena of decoded chunk "slots" (at most `cache_mb`, LRU).
-Slot j holds chunk k's R rows plus the next W-1 rows, so every window starting in chunk k
-lies inside one slot, and a batch is cut from the arena with one strided gather per array,
-never one Zarr read per window. Memory: the arena plus O(n_series), never O(n_windows).
+Reading: each process keeps an arena of decoded chunk "slots" (at most `cache_mb` per
+process, LRU). Slot j holds chunk k's R rows plus the next W-1 rows, so every window whose
+reads start in chunk k lies inside one slot, and a batch is cut from the arena with one
+strided gather per array (numpy fancy indexing of a sliding-window view), never one Zarr
+read per window. In epoch mode a shuffle block is exactly the windows that start in one
+chunk, so a group's many batches share `shuffle_group_blocks` slots: `cache_mb` should hold
+at least that many chunks (otherwise batches are split by chunk, correct but slower).
+Windows of series shorter than L (`min_input_size`) read from the series' first row and
+are shifted right; their leading pads are masked. Memory: the arena, one group's
+permutation and O(n_series), never O(n_windows).
 """
 
 from __future__ import annotations
@@ -339,12 +358,13 @@ class WindowLoader:
         pin_memory: bool = False,
     ):
         store = store if isinstance(store, Store) else Store(store)
+        rank, world_size, global_batch_size = int(rank), int(world_size), int(global_batch_size)
         mode = mode or ("epoch" if split == "train" else "eval")
         if mode not in MODES:
             raise UserError(f"loader mode '{mode}' is not one of {', '.join(MODES)}")
-        if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
+        if not (world_size >= 1 and 0 <= rank < world_size):
             raise UserError(f"rank {rank} / world size {world_size}: need 0 <= rank < world size")
-        if not (isinstance(global_batch_size, int) and global_batch_size >= 1):
+        if global_batch_size < 1:
             raise UserError(
                 f"global batch size must be a positive integer, got {global_batch_size!r}"
             )
