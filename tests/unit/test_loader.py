@@ -173,7 +173,7 @@ def test_world_size_and_resume_give_the_uninterrupted_batches(store):
     assert state == ranks[1].state_dict()
     assert set(state) == {"epoch", "batches_consumed", "seed", "fingerprint", "settings_hash"}
     resumed = []
-    for r in range(3):
+    for r in range(3):  # built with another seed: the state's seed is the run's
         loader = WindowLoader(store, spec, rank=r, world_size=3, num_workers=2 if r == 0 else 0,
                               seed=0, **{k: v for k, v in kw.items() if k != "seed"})
         loader.load_state_dict(state)
