@@ -1,0 +1,159 @@
+"""Training end to end through `python -m tsforge.launch`, in real processes.
+
+Bitwise resume after SIGTERM, exact DDP metrics with 2 gloo processes, refused checkpoints,
+fail-fast when a rank dies, and the run directory / TensorBoard contents.
+
+    pytest tests/integration/test_training.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SMALL = [
+    "model.mlp_units=[[64,64],[64,64],[64,64]]",
+    "model.dropout_prob_theta=0.1",  # dropout makes the RNG state matter for resume
+    "data.batch_size=64",
+    "data.eval_batch_size=512",
+    "trainer.threads=1",
+]
+
+
+def launch(run_dir: Path, *overrides: str, wait: bool = True, base=SMALL):
+    env = {**os.environ, "TSFORGE_CACHE_DIR": str(run_dir.parent / "cache")}
+    cmd = [sys.executable, "-m", "tsforge.launch", *base, *overrides, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+
+def records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in records(run_dir) if "train/loss" in r}
+
+
+def test_run_directory_and_final_metrics(tmp_path):
+    run = tmp_path / "run"
+    code, out, err = launch(run, "trainer.max_steps=30", "trainer.val_every_steps=10")
+    assert code == 0, err
+    for name in ("config.yaml", "meta.json", "metrics.jsonl", "metrics.json", "checkpoints", "tb"):
+        assert (run / name).exists(), name
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["steps"] == 30 and final["train_windows_per_s"] > 0
+    for block in (final["test"], final["baseline"]["seasonal_naive"]):
+        assert block["mse"] > 0 and block["mae"] > 0
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert {"latest.pt", "best.pt", "step_00000030.pt"} <= set(ckpts)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["world_size"] == 1 and meta["resumes"] == [] and meta["fingerprint"]
+    vals = [r for r in records(run) if "val/mae" in r]
+    assert [r["step"] for r in vals] == [10, 20, 30]
+    assert "tensorboard --logdir" in out and str(run) in out
+
+
+def test_resume_after_sigterm_is_bitwise_identical(tmp_path):
+    steps = ["trainer.max_steps=40", "trainer.log_every_steps=1", "trainer.val_every_steps=20"]
+    straight = tmp_path / "straight"
+    code, _, err = launch(straight, *steps)
+    assert code == 0, err
+
+    stopped = tmp_path / "stopped"
+    proc = launch(stopped, *steps, wait=False)
+    deadline = time.time() + 300
+    while max(train_losses(stopped), default=0) < 12 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err
+    stop_step = max(train_losses(stopped))
+    assert stop_step < 40, "the run finished before the signal: nothing was resumed"
+
+    code, out, err = launch(stopped, *steps)
+    assert code == 0, err
+    assert f"resuming from step {stop_step}" in out
+    meta = json.loads((stopped / "meta.json").read_text())
+    assert [r["from_step"] for r in meta["resumes"]] == [stop_step]
+    assert train_losses(stopped) == train_losses(straight)  # every step, bit for bit
+    final_a = json.loads((straight / "metrics.json").read_text())
+    final_b = json.loads((stopped / "metrics.json").read_text())
+    assert final_a["test"] == final_b["test"]
+
+
+def test_two_ddp_processes_give_the_single_process_metrics(tmp_path):
+    common = ["trainer.max_steps=12", "trainer.val_every_steps=6", "model.dropout_prob_theta=0"]
+    code, _, err = launch(tmp_path / "one", *common)
+    assert code == 0, err
+    code, _, err = launch(tmp_path / "two", *common, "launcher.nprocs=2")
+    assert code == 0, err
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["world_size"] == 2
+    for key in ("mae", "mse", "smape"):
+        assert two["test"][key] == pytest.approx(one["test"][key], rel=1e-5)
+        assert two["baseline"]["seasonal_naive"][key] == pytest.approx(
+            one["baseline"]["seasonal_naive"][key], rel=1e-12
+        )
+    a, b = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
+    assert a.keys() == b.keys()
+    assert all(b[s] == pytest.approx(a[s], rel=1e-5) for s in a)
+
+
+def test_corrupted_or_foreign_checkpoint_is_refused(tmp_path):
+    run = tmp_path / "run"
+    code, _, err = launch(run, "trainer.max_steps=5")
+    assert code == 0, err
+    latest = run / "checkpoints" / "latest.pt"
+    data = latest.read_bytes()
+    latest.unlink()  # a hard link to the step file: replace it, do not write through it
+    latest.write_bytes(data[: len(data) // 3])
+    code, _, err = launch(run, "trainer.max_steps=10")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "does not load" in err
+    assert "Traceback" not in err
+
+    latest.unlink()
+    latest.write_bytes(data)
+    code, _, err = launch(run, "trainer.max_steps=10", "model=dlinear", base=SMALL[2:])
+    assert code == 2 and "holds model 'nhits'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_dying_rank_stops_the_run_promptly(tmp_path):
+    run = tmp_path / "run"
+    proc = launch(
+        run,
+        "trainer.max_steps=100000",
+        "launcher.nprocs=2",
+        "trainer.log_every_steps=1",
+        wait=False,
+    )
+    deadline = time.time() + 300
+    while not train_losses(run) and time.time() < deadline:
+        time.sleep(0.1)
+    assert train_losses(run), "training never started"
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True
+    ).stdout.split()
+    workers = [int(pid) for pid in children]
+    assert workers, "no worker processes found"
+    os.kill(workers[-1], signal.SIGKILL)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert time.time() - t0 < 60
+    assert "exited with code" in err or "failed" in err
