@@ -61,6 +61,8 @@ strided gather per array (numpy fancy indexing of a sliding-window view), never 
 read per window. In epoch mode a shuffle block is exactly the windows that start in one
 chunk, so a group's many batches share `shuffle_group_blocks` slots: `cache_mb` should hold
 at least that many chunks (otherwise batches are split by chunk, correct but slower).
+Workers hand whole batches to the main process through a ring of shared-memory slabs made
+once (see "worker transport" below), not a fresh shared segment per tensor.
 Windows of series shorter than L (`min_input_size`) read from the series' first row and
 are shifted right; their leading pads are masked. Memory: the arena, one group's
 permutation and O(n_series), never O(n_windows).
@@ -70,6 +72,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -179,6 +182,7 @@ class _Batches(torch.utils.data.Dataset):
         self.series_loc, self.series_scale = loader._series_loc, loader._series_scale
         self._store: Store | None = store
         self._arena: _ChunkArena | None = None
+        self.slabs: torch.Tensor | None = None  # shared batch buffers, made with the workers
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
@@ -187,9 +191,27 @@ class _Batches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.n_batches
 
-    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
-        epoch, batch = item
-        return self.build(epoch, batch)
+    def __getitem__(self, item: tuple[int, int, int]) -> tuple[int | torch.Tensor, tuple, int]:
+        """In a DataLoader worker: batch (epoch, batch) written into shared slab `slot`, as
+        (slot, layout, bytes); a batch that does not fit goes in a buffer of its own."""
+        epoch, batch, slot = item
+        out = self.build(epoch, batch)
+        layout, nbytes = _layout(out)
+        if self.slabs is not None and nbytes <= self.slabs.shape[1]:
+            _pack_into(self.slabs[slot], out, layout)
+            return slot, layout, nbytes
+        buffer = torch.empty(nbytes, dtype=torch.uint8)
+        _pack_into(buffer, out, layout)
+        return buffer, layout, nbytes
+
+    def batch_nbytes(self) -> int:
+        """Bytes of one packed batch (for sizing the slabs)."""
+        B, L, H = self.G // self.world, self.spec.input_size, self.spec.horizon
+        Cy = self.Ct if self.spec.multivariate else 1
+        f32 = [B * L * Cy] * 2 + [B * H * Cy] * 2 + [B * L * self.Ch, B * (L + H) * self.Cf,
+                                                     B * self.static.shape[1], B * Cy, B * Cy]
+        sizes = [4 * n for n in f32] + [8 * B] * 3 + [B]
+        return sum(-(-n // 8) * 8 for n in sizes)
 
     def arena(self) -> _ChunkArena:
         if self._arena is None or self._pid != os.getpid():
@@ -302,20 +324,63 @@ def _mask(y: np.ndarray) -> tuple[np.ndarray, bool]:
     return finite.astype(np.float32), full
 
 
+# -- worker transport -------------------------------------------------------------------
+# A DataLoader worker's tensors reach the main process through shared memory: a new segment
+# per tensor storage, faulted in page by page on both sides. Measured here that cost several
+# times the batch's build, so workers write each batch into one of a ring of shared "slabs"
+# made once, and send only (slot, layout, bytes); the main process copies the batch out
+# (one memcpy, into pinned memory when asked). The DataLoader keeps at most
+# PREFETCH * num_workers batches in flight, so a ring of PREFETCH * num_workers + 2 slabs
+# never overwrites a batch before it is copied out.
+PREFETCH = 2
+
+
+def _layout(batch: dict[str, torch.Tensor]) -> tuple[tuple, int]:
+    """((key, dtype, shape, byte offset), ...) of a packed batch, and its bytes."""
+    layout, offset = [], 0
+    for key, value in batch.items():
+        layout.append((key, value.dtype, tuple(value.shape), offset))
+        offset += -(-value.numel() * value.element_size() // 8) * 8  # 8-byte aligned
+    return tuple(layout), offset
+
+
+def _pack_into(buffer: torch.Tensor, batch: dict[str, torch.Tensor], layout: tuple) -> None:
+    for (_, dtype, shape, start), value in zip(layout, batch.values()):
+        _view(buffer, dtype, shape, start).copy_(value)
+
+
+def _unpack(buffer: torch.Tensor, layout: tuple) -> dict[str, torch.Tensor]:
+    """The batch's tensors, as views of the buffer."""
+    return {key: _view(buffer, dtype, shape, start) for key, dtype, shape, start in layout}
+
+
+def _view(buffer: torch.Tensor, dtype: torch.dtype, shape: tuple, start: int) -> torch.Tensor:
+    n = math.prod(shape) * dtype.itemsize
+    return buffer[start : start + n].view(dtype).view(shape)
+
+
+def _as_is(message):
+    """The DataLoader's collate function: messages need no conversion."""
+    return message
+
+
 class _BatchNumbers(torch.utils.data.Sampler):
-    """(epoch, batch) items from where the loader stands when an iteration starts.
+    """(epoch, batch, slab slot) items from where the loader stands when an iteration starts.
 
     It holds a small mutable cursor, not the loader: a loader -> DataLoader -> sampler ->
     loader cycle would leave the workers to the garbage collector, which may close their
     queues before telling them to stop (each then idles out its 5 s status timeout).
     """
 
-    def __init__(self, cursor: list[int]):
+    def __init__(self, cursor: list[int], ring: int):
         self.cursor = cursor  # [epoch, first batch, batches per epoch]
+        self.ring, self.sent = ring, 0
 
     def __iter__(self):
         epoch, start, stop = self.cursor
-        return ((epoch, k) for k in range(start, stop))
+        for k in range(start, stop):
+            self.sent += 1
+            yield epoch, k, self.sent % self.ring
 
     def __len__(self) -> int:
         return self.cursor[2] - self.cursor[1]
@@ -468,7 +533,7 @@ class WindowLoader:
             if pin:
                 source = ({k: v.pin_memory() for k, v in b.items()} for b in source)
         else:
-            source = iter(self._make_dataloader())
+            source = (self._receive(*message) for message in self._make_dataloader())
         for batch in source:
             if self.mode != "eval":
                 self._consumed += 1
@@ -478,15 +543,29 @@ class WindowLoader:
 
     def _make_dataloader(self) -> torch.utils.data.DataLoader:
         if self._dataloader is None:
+            ring = PREFETCH * self.num_workers + 2
+            nbytes = self._batches.batch_nbytes()
+            self._batches.slabs = torch.empty((ring, nbytes), dtype=torch.uint8).share_memory_()
             self._dataloader = torch.utils.data.DataLoader(
                 self._batches,
                 batch_size=None,
-                sampler=_BatchNumbers(self._cursor),
+                sampler=_BatchNumbers(self._cursor, ring),
                 num_workers=self.num_workers,
-                pin_memory=self.pin_memory and torch.cuda.is_available(),
+                collate_fn=_as_is,
+                prefetch_factor=PREFETCH,
                 persistent_workers=True,  # keeps each worker's chunk cache across epochs
             )
         return self._dataloader
+
+    def _receive(self, where: int | torch.Tensor, layout: tuple, nbytes: int) -> dict:
+        """A worker's batch, copied out of its slab (the slab is reused soon after)."""
+        pin = self.pin_memory and torch.cuda.is_available()
+        if isinstance(where, int):
+            buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
+            buffer.copy_(self._batches.slabs[where, :nbytes])
+        else:
+            buffer = where.pin_memory() if pin else where
+        return _unpack(buffer, layout)
 
     def _normalize(self) -> None:
         if self._consumed >= self.batches_per_epoch:
