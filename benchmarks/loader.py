@@ -7,7 +7,8 @@
 Builds a univariate store in a temporary folder, then measures, in one process with
 `num_workers=0` and one torch thread, univariate windows of L=96, H=96 in global batches of
 1024: exhaustive epochs with per-window standard scaling (the headline `windows_per_s`),
-without scaling, and sampled mode; then the naive way, one `store.values[r:r+192]` read per
+without scaling, with one DataLoader worker process (batches cross a process boundary),
+and sampled mode; then the naive way, one `store.values[r:r+192]` read per
 window, over a few thousand windows. `gb_per_s` counts the window bytes produced
 (W * 4 bytes of targets per window). Memory: the loader's resident-set growth after a pass
 on a small and a large store (10x the windows in the full run) with a 32 MiB chunk cache,
@@ -117,6 +118,9 @@ def main() -> None:
         epoch = WindowLoader(store, spec, mode="epoch", **common)
         rate, measured = loader_rate(epoch, seconds)
         rate_none, _ = loader_rate(WindowLoader(store, spec, scaling="none", **common), seconds)
+        worker = WindowLoader(store, spec, num_workers=1, **common)
+        rate_worker, _ = loader_rate(worker, seconds, warmup=50)
+        del worker  # stops its worker process
         sampled = WindowLoader(store, spec, mode="sampled", num_steps=10**6, **common)
         rate_sampled, _ = loader_rate(sampled, seconds, warmup=400)
         naive = naive_rate(store, 1000 if args.quick else 3000)
@@ -130,6 +134,7 @@ def main() -> None:
             "windows_measured": measured,
             "windows_per_s_no_scaling": round(rate_none),
             "sampled_windows_per_s": round(rate_sampled),
+            "one_worker_windows_per_s": round(rate_worker),
             "naive_windows_per_s": round(naive),
             "gb_per_s": round(rate * bytes_per_window / 1e9, 3),
             "ratio": round(rate / naive, 1),
