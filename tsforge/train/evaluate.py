@@ -53,8 +53,13 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, split: str, *, step: int = 0, logger=None,
-                 with_baseline: bool = False) -> dict[str, float]:
-        """Metrics of `model` on `split` (`loss` included); with_baseline adds `naive/<m>`."""
+                 with_baseline: bool = False, observe=None) -> dict[str, float]:
+        """Metrics of `model` on `split` (`loss` included); with_baseline adds `naive/<m>`.
+
+        `observe(point_BHC, y_BHC, mask_BHC, naive_BHC)`, if given, sees every batch in the
+        metrics' units (naive_BHC is None without the baseline), for breakdowns beyond these
+        totals such as `tsforge evaluate`'s per-horizon-step table. It is not all-reduced.
+        """
         model.eval()
         probabilistic = bool(self.levels)
         acc = self._accumulator(probabilistic)
@@ -90,9 +95,12 @@ class Evaluator:
                 quantiles = inverse(q_BHCQ, loc.unsqueeze(-1), scale.unsqueeze(-1))
             acc.update(point_BHC, y_BHC, mask_BHC, mase_scale_BC=mase_scale,
                        quantiles_BHCQ=quantiles)
+            naive = None
             if with_baseline:
                 naive = seasonal_naive(x_BLC, y_BHC.shape[1], min(self.season, x_BLC.shape[1]))
                 base.update(naive, y_BHC, mask_BHC, mase_scale_BC=mase_scale)
+            if observe is not None:
+                observe(point_BHC, y_BHC, mask_BHC, naive)
             if logger is not None and not plotted and self.plot_windows:
                 self._plot(logger, step, split, x_BLC, y_BHC, point_BHC, quantiles, batch)
                 plotted = True
