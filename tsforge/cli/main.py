@@ -3,6 +3,8 @@
     tsforge data ingest SRC --out STORE [options]
     tsforge data info STORE [--json]
     tsforge data list | download NAME [--dir DIR]
+    tsforge evaluate RUN_DIR [--split test|val] [--checkpoint best|latest] [--json]
+    tsforge predict RUN_DIR --input SRC_OR_STORE --output OUT.parquet|OUT.csv
 
 Every subcommand module exposes `add_parser(subparsers)`; its handler returns an exit code.
 `UserError` becomes one line on stderr and exit code 2; nothing else is caught here.
@@ -24,11 +26,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tsforge.cli import data
+    from tsforge.cli import data, evaluate, predict
 
     parser = _Parser(prog="tsforge", description="Train forecasting models at scale.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    data.add_parser(sub)
+    for command in (data, evaluate, predict):
+        command.add_parser(sub)
     return parser
 
 

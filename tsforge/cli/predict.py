@@ -1,0 +1,95 @@
+"""`tsforge predict`: a trained run's forecasts of the next H steps of every series.
+
+    tsforge predict runs/mine --input new.csv --output forecasts.parquet
+    tsforge predict runs/mine --input data.zarr --output forecasts.csv --checkpoint latest
+    tsforge predict runs/mine --input ETTh1.csv --format wide --time-col date --output f.csv
+
+The input is a store, or a CSV / Parquet file laid out like the run's data (the training
+store's column roles and frequency are applied; it is ingested to a temporary store that is
+deleted afterwards). Forecasts start after each series' last target value; a model that reads
+future-known covariates needs the H rows after it, with the covariates filled and the target
+empty. The output is long: `unique_id, ds, <model>[, <model>-q-<level>...]`, written to a
+temporary file and renamed, so a failure leaves no output. See `tsforge.train.inference`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+
+def _levels(text: str) -> tuple[float, ...]:
+    import argparse
+
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of levels such as 0.1,0.5,0.9"
+        ) from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def add_parser(sub) -> None:
+    from tsforge.data.ingest import FORMATS, ON_GAP
+    from tsforge.train.inference import CHECKPOINTS
+
+    p = sub.add_parser(
+        "predict",
+        help="forecasts of a trained run past the end of every series",
+        description="Forecast the next H steps after the last target of every input series.",
+    )
+    p.add_argument("run_dir", help="a run directory (hydra.run.dir of python -m tsforge.launch)")
+    p.add_argument("--input", required=True,
+                   help="a store, or a .csv / .parquet file laid out like the run's data")
+    p.add_argument("--output", required=True, help="a .parquet or .csv file to write")
+    p.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
+                   help="best (default; latest if the run has no best) or latest")
+    p.add_argument("--quantiles", type=_levels, default=None,
+                   help="levels to write for a probabilistic model, e.g. 0.05,0.5,0.95 "
+                   "(default: the loss's own)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    ingest = p.add_argument_group("CSV / Parquet input (as in 'tsforge data ingest')")
+    ingest.add_argument("--format", default="long", choices=FORMATS)
+    ingest.add_argument("--id-col", default="unique_id", help="series id column (long format)")
+    ingest.add_argument("--time-col", default="ds", help="time column")
+    ingest.add_argument("--on-gap", default="error", choices=ON_GAP,
+                        help="what a missing step does: refuse it, or fill it (nan, ffill)")
+    ingest.add_argument("--ignore-cols", type=_names, default=(), help="columns to leave out")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=_predict)
+
+
+def _predict(args) -> int:
+    from tsforge.train.inference import load_run, predict
+
+    # A polite kill (a scheduler's time limit, `kill PID`) cleans up like Ctrl-C does: the
+    # temporary store and the half-written output are removed on the way out.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        summary = predict(
+            load_run(args.run_dir, args.checkpoint), args.input, args.output,
+            quantiles=args.quantiles, overwrite=args.overwrite, format=args.format,
+            id_col=args.id_col, time_col=args.time_col, on_gap=args.on_gap,
+            ignore_cols=args.ignore_cols,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return 0
+    print(f"wrote {summary.rows:,} rows ({summary.n_forecast:,} series x {summary.horizon} "
+          f"steps) to {summary.output}: {', '.join(summary.columns)}")
+    for ids, why in ((summary.skipped_short, "have fewer rows than the model's input needs"),
+                     (summary.skipped_empty, "have no target value")):
+        if ids:
+            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            print(f"skipped {len(ids):,} series that {why}: {shown}")
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
