@@ -40,7 +40,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     store = builders.store(cfg.data)
-    loss = builders.loss(cfg.loss)
+    loss = builders.loss(cfg.loss).to(env.device)  # quantile levels live on the device
     loaders = builders.loaders(cfg.data, cfg.trainer.seed, store, env)
     model = builders.model(cfg.model, cfg.data, store, loss).to(env.device)
     optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, model)
