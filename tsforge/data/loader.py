@@ -519,6 +519,11 @@ class WindowLoader:
     def __len__(self) -> int:
         return self.batches_per_epoch
 
+    def gather(self, series, channel, t) -> dict[str, torch.Tensor]:
+        """The batch of the given windows (series, target channel or -1, forecast start row),
+        cut and scaled as training batches are; for windows no split names (forecasts)."""
+        return self._batches.gather(np.asarray(series), np.asarray(channel), np.asarray(t))
+
     # -- iteration ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         """This rank's batches from the current state to the end of the epoch; the epoch

@@ -457,7 +457,6 @@ def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels) ->
     # raw, to be scaled here with statistics the loader would take from this store.
     loader = WindowLoader(store, spec, split_spec={"kind": "none"}, mode="eval",
                           global_batch_size=1, scaling="none", cache_mb=data.cache_mb)  # fmt: skip
-    gather = loader._batches.gather
     names = [run.model_name] + [f"{run.model_name}-q-{q:g}" for q in levels]
     many = len(roles.target) > 1
     freq = Freq.parse(store.freq, store.time_unit)
@@ -470,7 +469,7 @@ def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels) ->
     try:
         for a in range(0, index.n_windows, batch_size):
             series, channel, t = index.locate(np.arange(a, min(a + batch_size, index.n_windows)))
-            batch = gather(series, channel, t)
+            batch = loader.gather(series, channel, t)
             point_BHC, q_BHCQ = _run_model(run, batch, levels, stats, dtype)
             writer.write(_rows(store, freq, series, channel, t, H, point_BHC, q_BHCQ, names,
                                many, spec.multivariate))
