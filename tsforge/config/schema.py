@@ -62,7 +62,7 @@ class LossConfig:
 class TrainerConfig:
     max_steps: int = 300
     seed: int = 0
-    val_every_steps: int = 100
+    val_every_steps: int = 100  # 0: never (no best checkpoint; test uses the last weights)
     log_every_steps: int = 10
     accumulate_steps: int = 1  # gradient accumulation: optimizer step every N batches
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16

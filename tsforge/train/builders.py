@@ -145,7 +145,7 @@ def wrap_ddp(net: torch.nn.Module, env: DistEnv, *, compile: bool) -> torch.nn.M
 def loop_settings(trainer: DictConfig, optim: DictConfig, env: DistEnv) -> LoopSettings:
     return LoopSettings(
         max_steps=trainer.max_steps,
-        val_every_steps=max(1, trainer.val_every_steps),
+        val_every_steps=max(0, trainer.val_every_steps),  # 0: validation off
         log_every_steps=max(1, trainer.log_every_steps),
         accumulate_steps=max(1, trainer.accumulate_steps),
         grad_clip=optim.grad_clip,

@@ -37,7 +37,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 @dataclasses.dataclass(frozen=True)
 class LoopSettings:
     max_steps: int
-    val_every_steps: int
+    val_every_steps: int  # 0: never validate (no best checkpoint; test uses the last weights)
     log_every_steps: int = 10
     accumulate_steps: int = 1
     grad_clip: float = 1.0
@@ -135,7 +135,7 @@ class Trainer:
             if self.step % self.s.log_every_steps == 0 or self.step == self.s.max_steps:
                 self._log_train(loss_sum, grad_norm, timer)
             stop_now = self._agree(self.stop.signum is not None)
-            if self.step % self.s.val_every_steps == 0 or self.step == self.s.max_steps:
+            if self._validation_due():
                 improved = self._validate()
                 if improved:
                     self.save(is_best=True)
@@ -151,6 +151,11 @@ class Trainer:
                 last_ckpt = time.monotonic()
         self.save()
         return FINISHED
+
+    def _validation_due(self) -> bool:
+        """Every `val_every_steps` and at the last step; never when it is 0 (validation off)."""
+        every = self.s.val_every_steps
+        return every > 0 and (self.step % every == 0 or self.step == self.s.max_steps)
 
     def windows_per_s(self) -> float:
         """Training windows per second over this start of the run, summed over ranks."""
