@@ -1,10 +1,11 @@
-"""Compose the Hydra config and train: in this process or in local DDP processes.
+"""Compose the Hydra config and train: in this process, in local DDP processes or on SLURM.
 
     python -m tsforge.launch                                  # NHITS on synthetic data, CPU
     python -m tsforge.launch model=dlinear data.horizon=48 trainer.max_steps=1000
     python -m tsforge.launch launcher.nprocs=2                # 2 DDP processes (gloo on CPU)
     python -m tsforge.launch hydra.run.dir=runs/a             # again: resumes runs/a
     python -m tsforge.launch -m model=nhits,dlinear           # a sweep, one run each
+    python -m tsforge.launch launcher=slurm launcher.nodes=2  # a SLURM job (tsforge/train/slurm.py)
 
 Exit codes: 0 done; 2 bad input (one line on stderr); 75 stopped by a signal after writing a
 checkpoint (launch again with the same run directory to resume); 1 anything else.
@@ -34,7 +35,12 @@ def _hydra_main(cfg: DictConfig) -> None:
     from tsforge.train.local import launch_local
 
     try:
-        code = launch_local(cfg, _run_dir())
+        if cfg.launcher.name == "slurm":
+            from tsforge.train.slurm import launch_slurm
+
+            code = launch_slurm(cfg, _run_dir())
+        else:
+            code = launch_local(cfg, _run_dir())
     except UserError as err:
         print(f"tsforge: error: {err}", file=sys.stderr)
         code = EXIT_USAGE

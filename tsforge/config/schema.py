@@ -82,11 +82,25 @@ class TrainerConfig:
 class LauncherConfig:
     name: str = "local"  # local | slurm
     nprocs: int = 1  # DDP processes on this machine (local)
+    # slurm (conf/launcher/slurm.yaml says what each key is for)
     nodes: int = 1
-    tasks_per_node: int = 1
-    partition: str | None = None
+    tasks_per_node: int = 1  # one per GPU; on CPU nodes, processes
+    partition: str | None = None  # None: the cluster's default partition
     timeout_min: int = 60
-    wait: bool = False
+    wait: bool = False  # block, following rank 0's log; exit with the job's status
+    account: str | None = None
+    qos: str | None = None
+    cpus_per_task: int | None = None  # also the trainer's threads when trainer.threads=0
+    gpus_per_node: int = 0
+    mem_gb: float | None = None
+    constraint: str | None = None
+    exclusive: bool = False
+    signal: str = "USR2"  # sent signal_delay_s before the time limit; USR1 may be NCCL's
+    signal_delay_s: int = 120
+    max_requeues: int = 10  # then the job fails instead of coming back forever
+    setup: list[str] = field(default_factory=list)  # shell lines run first: modules, venv
+    sbatch_extra: dict[str, Any] = field(default_factory=dict)  # other sbatch options
+    array_parallelism: int = 16  # sweeps: array elements running at once
 
 
 @dataclass
