@@ -1,0 +1,236 @@
+"""`launcher=slurm` on a real SLURM cluster: the two-node cluster of `slurm/local-cluster.sh`.
+
+A 2-node DDP job completes (world size 2, `launcher.wait` follows it to its exit status);
+`scontrol requeue` mid-run puts the job back and it resumes from its latest checkpoint to
+`trainer.max_steps` with the losses of the uninterrupted run; the time-limit signal makes the
+trainer checkpoint and the job requeue itself; a killed rank fails the job at once;
+`tsforge jobs status|logs|cancel`.
+
+    sudo bash slurm/local-cluster.sh up          # the session fixture runs it too
+    pytest tests/integration/test_slurm.py       # about 4 minutes, most of it SLURM's waits
+
+A requeued job waits about two minutes (reason BeginTime) before it runs again; the requeue
+test overlaps that wait with the tests after it: its job is submitted by the first test and
+checked by the last one. Needs root (the fixture installs and starts the cluster); skipped
+otherwise, or where there is neither a cluster nor apt-get.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = [
+    "model.mlp_units=[[64,64],[64,64],[64,64]]",
+    "data.batch_size=64",
+    "trainer.threads=1",
+    "trainer.log_every_steps=50",
+    "trainer.val_every_steps=500",
+    "trainer.checkpoint_every_steps=500",
+]
+STEPS = 1500  # long enough to requeue in the middle, about 20 s on two shared cores
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    if os.geteuid() != 0:
+        pytest.skip("the local SLURM cluster needs root")
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        pytest.skip("no SLURM here and no apt-get to install it")
+    up = subprocess.run(["bash", str(ROOT / "slurm/local-cluster.sh"), "up"],
+                        capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert re.search(r"debug\*\s+up\s+\S+\s+2\s+(idle|mix|alloc)", up.stdout), up.stdout
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return {**os.environ, "TSFORGE_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+
+
+def launch(env, run_dir: Path, *overrides: str, wait: bool = True):
+    cmd = [sys.executable, "-m", "tsforge.launch", "launcher=slurm", *SMALL, *overrides,
+           f"hydra.run.dir={run_dir}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)  # fmt: skip
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+
+def submitted(out: str) -> str:
+    match = re.search(r"submitted SLURM job (\S+):", out)
+    assert match, out
+    return match.group(1)
+
+
+def tsforge(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tsforge", *args], capture_output=True,
+                          text=True, env=env, timeout=120)  # fmt: skip
+
+
+def state(job_id: str) -> str | None:
+    from tsforge.train.slurm import job_state
+
+    return job_state(job_id)
+
+
+def wait_until(what: str, check, timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in records(run_dir) if "train/loss" in r}
+
+
+def scontrol_show(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
+    return dict(re.findall(r"(\w+)=(\S*)", out.stdout))
+
+
+# -- the job whose requeue overlaps the other tests -------------------------------------------
+@pytest.fixture(scope="module")
+def requeued(cluster, env, tmp_path_factory):
+    """A run put back by `scontrol requeue` once it has trained a little."""
+    run = tmp_path_factory.mktemp("requeued") / "run"
+    code, out, err = launch(env, run, f"trainer.max_steps={STEPS}", "launcher.nodes=2")
+    assert code == 0, err
+    job = submitted(out)
+    wait_until("the first training records", lambda: train_losses(run), timeout=120, every=0.2)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    return {"run": run, "job": job, "requeued_at": time.time()}
+
+
+@pytest.fixture(scope="module")
+def two_node_run(cluster, env, requeued, tmp_path_factory):
+    """An uninterrupted 2-node run, followed by `launcher.wait=true`; the reference losses."""
+    run = tmp_path_factory.mktemp("two_node") / "run"
+    code, out, err = launch(env, run, f"trainer.max_steps={STEPS}", "launcher.nodes=2",
+                            "launcher.wait=true")  # fmt: skip
+    return {"run": run, "code": code, "out": out, "err": err}
+
+
+def test_two_node_job_completes_and_wait_follows_it(two_node_run):
+    run, out = two_node_run["run"], two_node_run["out"]
+    job = submitted(out)
+    assert two_node_run["code"] == 0, out + two_node_run["err"]
+    assert "world size 2" in out and f"job {job} is COMPLETED" in out  # rank 0's log, followed
+    assert f"tensorboard --logdir {run / 'tb'}" in out
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["slurm_job_ids"] == [job] and meta["resumes"] == []
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["steps"] == STEPS and final["world_size"] == 2
+    for name in ("config.yaml", "metrics.jsonl", "checkpoints/latest.pt", "tb"):
+        assert (run / name).exists(), name
+    assert state(job) == "COMPLETED"  # from sacct, through slurmdbd
+
+
+def test_requeue_puts_the_job_back_and_keeps_the_first_log(requeued):
+    job = requeued["job"]
+    info = wait_until("the job back in the queue", lambda: (s := scontrol_show(job)).get(
+        "JobState") == "PENDING" and s, timeout=60)  # fmt: skip
+    assert info["Restarts"] == "1" and info["Reason"] == "BeginTime"
+    log = (requeued["run"] / "slurm" / f"{job}_0_log.out").read_text()
+    assert "training nhits" in log and "DUE TO JOB REQUEUE" in log
+    assert (requeued["run"] / "checkpoints" / "latest.pt").exists()
+
+
+def test_killed_rank_fails_the_job_promptly(cluster, env, tmp_path):
+    run = tmp_path / "run"
+    proc = launch(env, run, "trainer.max_steps=100000", "launcher.nodes=2", "launcher.wait=true",
+                  wait=False)  # fmt: skip
+    wait_until("training", lambda: train_losses(run), timeout=120, every=0.2)
+    meta = json.loads((run / "meta.json").read_text())
+    rank1 = _task_pid(meta["slurm_job_ids"][0], rank=1)
+    os.kill(rank1, signal.SIGKILL)
+    killed = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert time.monotonic() - killed < 30  # no wait for the process-group timeout
+    assert re.search(r"task 1: Killed", out) and "is FAILED" in out
+
+
+def _task_pid(job_id: str, rank: int) -> int:
+    """The process of one SLURM task on this host (both nodes live here)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if (f"SLURM_JOB_ID={job_id}".encode() in environ
+                and f"SLURM_PROCID={rank}".encode() in environ
+                and b"submitit.core._submit" in cmdline):  # fmt: skip
+            return int(proc.name)
+    raise AssertionError(f"no task {rank} of job {job_id}")
+
+
+def test_time_limit_checkpoints_requeues_and_resumes(cluster, env, tmp_path):
+    """SLURM sends USR2 signal_delay_s before the limit: the loop checkpoints, the job requeues
+    itself through submitit, and resumes from that checkpoint. `tsforge jobs` then ends it."""
+    run = tmp_path / "run"
+    code, out, err = launch(env, run, "trainer.max_steps=1000000", "trainer.log_every_steps=500",
+                            "launcher.timeout_min=2", "launcher.signal_delay_s=60")  # fmt: skip
+    assert code == 0, err
+    job = submitted(out)
+    log = run / "slurm" / f"{job}_0_log.out"
+    wait_until("the requeue", lambda: log.exists() and "requeueing job" in log.read_text(),
+               timeout=150)  # fmt: skip
+    wait_until("the job back in the queue", lambda: state(job) == "PENDING", timeout=60)
+    stopped_at = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"]
+    assert stopped_at > 0
+    # The test does not need SLURM's pause before a requeued job runs again: skip it.
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    resumes = wait_until("the resume", lambda: json.loads(
+        (run / "meta.json").read_text())["resumes"], timeout=120)  # fmt: skip
+    assert resumes == [{"from_step": stopped_at, "at": resumes[0]["at"], "job_id": job}]
+
+    status = tsforge("jobs", "status", str(run), env=env)
+    assert status.returncode == 0 and f"job {job}: RUNNING" in status.stdout
+    assert f"from step {stopped_at}" in status.stdout
+    logs = tsforge("jobs", "logs", str(run), env=env)
+    assert logs.stdout.count("training nhits") == 1 and "resuming from step" in logs.stdout
+    cancel = tsforge("jobs", "cancel", str(run), env=env)
+    assert cancel.returncode == 0 and f"job {job}: cancelled" in cancel.stdout
+    wait_until("the cancel", lambda: state(job) == "CANCELLED", timeout=60)
+
+
+def test_requeued_job_resumes_to_max_steps_with_the_uninterrupted_losses(requeued, two_node_run):
+    run, job = requeued["run"], requeued["job"]
+    wait_until("the requeued job to end", lambda: state(job) in {"COMPLETED", "FAILED"},
+               timeout=400, every=2)  # fmt: skip
+    assert state(job) == "COMPLETED"
+    meta = json.loads((run / "meta.json").read_text())
+    (resume,) = meta["resumes"]
+    assert 0 < resume["from_step"] < STEPS and resume["job_id"] == job
+    assert json.loads((run / "metrics.json").read_text())["steps"] == STEPS
+    reference = train_losses(two_node_run["run"])
+    assert max(reference) == STEPS
+    assert train_losses(run) == reference
