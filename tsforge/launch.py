@@ -6,6 +6,7 @@
     python -m tsforge.launch hydra.run.dir=runs/a             # again: resumes runs/a
     python -m tsforge.launch -m model=nhits,dlinear           # a sweep, one run each
     python -m tsforge.launch launcher=slurm launcher.nodes=2  # a SLURM job (tsforge/train/slurm.py)
+    python -m tsforge.launch -m launcher=slurm model=nhits,dlinear  # one job array (train/sweep.py)
 
 Exit codes: 0 done; 2 bad input (one line on stderr); 75 stopped by a signal after writing a
 checkpoint (launch again with the same run directory to resume); 1 anything else.
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         check_overrides(overrides)
+        if {"-m", "--multirun"} & set(argv):
+            from tsforge.train.sweep import is_slurm_sweep, submit_sweep
+
+            if is_slurm_sweep(overrides):  # one job array, instead of Hydra's run after run
+                return submit_sweep(overrides)
     except UserError as err:
         print(f"tsforge: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,8 +3,8 @@
 A 2-node DDP job completes (world size 2, `launcher.wait` follows it to its exit status);
 `scontrol requeue` mid-run puts the job back and it resumes from its latest checkpoint to
 `trainer.max_steps` with the losses of the uninterrupted run; the time-limit signal makes the
-trainer checkpoint and the job requeue itself; a killed rank fails the job at once;
-`tsforge jobs status|logs|cancel`.
+trainer checkpoint and the job requeue itself; a killed rank fails the job at once; a 2x2
+sweep is one job array whose elements all finish; `tsforge jobs status|logs|cancel`.
 
     sudo bash slurm/local-cluster.sh up          # the session fixture runs it too
     pytest tests/integration/test_slurm.py       # about 4 minutes, most of it SLURM's waits
@@ -220,6 +220,39 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster, env, tmp_path):
     cancel = tsforge("jobs", "cancel", str(run), env=env)
     assert cancel.returncode == 0 and f"job {job}: cancelled" in cancel.stdout
     wait_until("the cancel", lambda: state(job) == "CANCELLED", timeout=60)
+
+
+def test_sweep_is_one_array_and_every_element_finishes(cluster, env, tmp_path):
+    sweep = tmp_path / "sweep"
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "tsforge.launch", "-m", "launcher=slurm", "model=nhits,dlinear",
+         "optim.lr=1e-3,3e-4", "trainer.max_steps=40", "trainer.val_every_steps=20",
+         "trainer.threads=1", "data.batch_size=64", "launcher.array_parallelism=2",
+         f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert time.monotonic() - started < 30  # returns at once, without waiting for the jobs
+    array = re.search(r"submitted SLURM job array (\d+): 4 runs, at most 2 at once", out.stdout)
+    assert array, out.stdout
+    assert "ArrayTaskThrottle=2" in subprocess.run(
+        ["scontrol", "show", "job", array.group(1)], capture_output=True, text=True).stdout
+    runs = json.loads((sweep / "sweep.json").read_text())["runs"]
+    assert [r["swept"] for r in runs] == [
+        ["model=nhits", "optim.lr=0.001"], ["model=nhits", "optim.lr=0.0003"],
+        ["model=dlinear", "optim.lr=0.001"], ["model=dlinear", "optim.lr=0.0003"],
+    ]  # fmt: skip
+    assert [r["job_id"] for r in runs] == [f"{array.group(1)}_{i}" for i in range(4)]
+    wait_until("every element to end", lambda: all(
+        state(r["job_id"]) in {"COMPLETED", "FAILED", "CANCELLED"} for r in runs),
+        timeout=240, every=2)  # fmt: skip
+    status = tsforge("jobs", "status", str(sweep), env=env).stdout
+    assert status.count(": COMPLETED") == 4, status
+    for num, r in enumerate(runs):
+        final = json.loads((sweep / str(num) / "metrics.json").read_text())
+        config = (sweep / str(num) / "config.yaml").read_text()
+        assert final["steps"] == 40 and r["swept"][0].split("=")[1] in config
 
 
 def test_requeued_job_resumes_to_max_steps_with_the_uninterrupted_losses(requeued, two_node_run):

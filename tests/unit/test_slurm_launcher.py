@@ -126,3 +126,27 @@ def test_slurm_keys_are_typed():
     assert OmegaConf.get_type(cfg, "mem_gb") is float and cfg.signal == "USR2"
     with pytest.raises(UserError, match="launcher.nodes"):
         compose_config(["launcher=slurm", "launcher.nodes=two"])
+
+
+def test_sweep_expands_as_hydra_does():
+    from tsforge.train.sweep import expand
+
+    runs = expand(["launcher=slurm", "model=nhits,dlinear", "optim.lr=1e-3,3e-4"])
+    assert [r[1:] for r in runs] == [
+        ["model=nhits", "optim.lr=0.001"], ["model=nhits", "optim.lr=0.0003"],
+        ["model=dlinear", "optim.lr=0.001"], ["model=dlinear", "optim.lr=0.0003"],
+    ]  # fmt: skip
+
+
+def test_sweep_launcher_kind_comes_from_the_config():
+    from tsforge.train.sweep import is_slurm_sweep
+
+    assert is_slurm_sweep(["launcher=slurm", "model=nhits,dlinear"])
+    assert not is_slurm_sweep(["model=nhits,dlinear"])
+
+
+def test_a_sweep_cannot_vary_the_resource_request():
+    from tsforge.train.sweep import submit_sweep
+
+    with pytest.raises(UserError, match="launcher.nodes varies within the sweep"):
+        submit_sweep(["launcher=slurm", "launcher.nodes=1,2"])

@@ -46,6 +46,12 @@ def _status(args) -> int:
     from tsforge.train.slurm import job_state
 
     run = Path(args.run_dir)
+    if (run / "sweep.json").exists():  # a sweep folder: every element of the array
+        sweep = json.loads((run / "sweep.json").read_text())
+        for r in sweep["runs"]:
+            print(f"job {r['job_id']}: {job_state(r['job_id']) or 'UNKNOWN'}  "
+                  f"{' '.join(r['swept'])} -> {r['run_dir']}")
+        return 0
     for job in _jobs(args.run_dir):
         print(f"job {job['job_id']}: {job_state(job['job_id']) or 'UNKNOWN'} "
               f"({job['ranks']} ranks)")
