@@ -67,6 +67,21 @@ def test_run_directory_and_final_metrics(tmp_path):
     assert "tensorboard --logdir" in out and str(run) in out
 
 
+def test_validation_off_and_no_clipping(tmp_path):
+    run = tmp_path / "run"
+    code, _, err = launch(
+        run, "trainer.max_steps=20", "trainer.val_every_steps=0", "optim.grad_clip=0"
+    )
+    assert code == 0, err
+    assert not [k for r in records(run) for k in r if k.startswith("val/")]
+    logged = [r for r in records(run) if "train/loss" in r]
+    assert [r["step"] for r in logged] == [10, 20]
+    assert all(r["train/grad_norm"] > 0 for r in logged)  # still logged without clipping
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["steps"] == 20 and final["test"]["mae"] > 0  # the last weights are tested
+    assert not (run / "checkpoints" / "best.pt").exists()
+
+
 def test_resume_after_sigterm_is_bitwise_identical(tmp_path):
     steps = ["trainer.max_steps=40", "trainer.log_every_steps=1", "trainer.val_every_steps=20"]
     straight = tmp_path / "straight"

@@ -127,12 +127,13 @@ class Trainer:
                     loss.backward()
                 loss_sum += loss.detach()
                 windows += int(batch["insample_y"].shape[0])
-            grad_norm = self._optimizer_step()
+            log_now = self._log_due(self.step + 1)
+            grad_norm = self._optimizer_step(norm_wanted=log_now)
             self.step += 1
             self._seconds += timer.stop(windows)
             self._windows += windows
 
-            if self.step % self.s.log_every_steps == 0 or self.step == self.s.max_steps:
+            if log_now:
                 self._log_train(loss_sum, grad_norm, timer)
             stop_now = self._agree(self.stop.signum is not None)
             if self._validation_due():
@@ -151,6 +152,9 @@ class Trainer:
                 last_ckpt = time.monotonic()
         self.save()
         return FINISHED
+
+    def _log_due(self, step: int) -> bool:
+        return step % self.s.log_every_steps == 0 or step == self.s.max_steps
 
     def _validation_due(self) -> bool:
         """Every `val_every_steps` and at the last step; never when it is 0 (validation off)."""
@@ -181,10 +185,15 @@ class Trainer:
             )
         return self.loss(y_hat.float(), batch["outsample_y"], batch["outsample_mask"])
 
-    def _optimizer_step(self) -> torch.Tensor:
+    def _optimizer_step(self, *, norm_wanted: bool) -> torch.Tensor | None:
+        """Clip, step, zero the gradients; returns their norm when clipping or when wanted
+        (for the log): without clipping, computing it at every step is wasted work."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = self.s.grad_clip if self.s.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grad_norm = None
+        if self.s.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.s.grad_clip)
+        elif norm_wanted:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
