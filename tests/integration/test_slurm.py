@@ -4,10 +4,12 @@ A 2-node DDP job completes (world size 2, `launcher.wait` follows it to its exit
 `scontrol requeue` mid-run puts the job back and it resumes from its latest checkpoint to
 `trainer.max_steps` with the losses of the uninterrupted run; the time-limit signal makes the
 trainer checkpoint and the job requeue itself; a killed rank fails the job at once; a 2x2
-sweep is one job array whose elements all finish; `tsforge jobs status|logs|cancel`.
+sweep is one job array whose elements all finish; `tsforge jobs status|logs|cancel`; the
+templates `slurm/train.sbatch` (2 nodes, and its requeue), `sweep.sbatch` and
+`tensorboard.sbatch` run for real.
 
     sudo bash slurm/local-cluster.sh up          # the session fixture runs it too
-    pytest tests/integration/test_slurm.py       # about 4 minutes, most of it SLURM's waits
+    pytest tests/integration/test_slurm.py       # about 4 minutes on 2 cores
 
 A requeued job waits about two minutes (reason BeginTime) before it runs again; the requeue
 test overlaps that wait with the tests after it: its job is submitted by the first test and
@@ -25,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -253,6 +256,87 @@ def test_sweep_is_one_array_and_every_element_finishes(cluster, env, tmp_path):
         final = json.loads((sweep / str(num) / "metrics.json").read_text())
         config = (sweep / str(num) / "config.yaml").read_text()
         assert final["steps"] == 40 and r["swept"][0].split("=")[1] in config
+
+
+def test_train_sbatch_runs_a_two_node_job(cluster, env, tmp_path):
+    run = tmp_path / "run"
+    out = subprocess.run(
+        ["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/%j.out", "slurm/train.sbatch",
+         *SMALL, "trainer.max_steps=40", "trainer.val_every_steps=20"],
+        env={**env, "RUN_DIR": str(run), "PYTHON": sys.executable}, cwd=ROOT,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    job = re.search(r"Submitted batch job (\d+)", out.stdout).group(1)
+    log = (tmp_path / f"{job}.out").read_text()
+    assert out.returncode == 0, log
+    assert "2 node(s) x 1 task(s)" in log and "0: training nhits" in log  # srun --label
+    assert json.loads((run / "meta.json").read_text())["world_size"] == 2
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 40
+
+
+def test_train_sbatch_requeues_after_the_checkpoint_on_the_signal(cluster, env, tmp_path):
+    run = tmp_path / "run"
+    out = subprocess.run(
+        ["sbatch", f"--output={tmp_path}/%j.out", "slurm/train.sbatch", *SMALL,
+         "trainer.max_steps=1000000"],
+        env={**env, "RUN_DIR": str(run), "PYTHON": sys.executable}, cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    job = re.search(r"Submitted batch job (\d+)", out.stdout).group(1)
+    try:
+        wait_until("training", lambda: train_losses(run), timeout=120, every=0.2)
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)  # as at the time limit
+        wait_until("the job back in the queue", lambda: state(job) == "PENDING", timeout=60)
+        assert "checkpoint written: requeueing job" in (tmp_path / f"{job}.out").read_text()
+        step = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"]
+        assert step >= max(train_losses(run))  # written when it stopped, not before
+    finally:
+        subprocess.run(["scancel", job])
+
+
+def test_sweep_sbatch_runs_every_line(cluster, env, tmp_path):
+    overrides = tmp_path / "sweep.txt"
+    small = " ".join([*SMALL, "trainer.max_steps=40", "trainer.val_every_steps=20"])
+    overrides.write_text(f"trainer.seed=1 {small}\ntrainer.seed=2 {small}\n")
+    sweep = tmp_path / "sweep"
+    out = subprocess.run(
+        ["bash", "slurm/sweep.sbatch", str(overrides), str(sweep)],
+        env={**env, "PYTHON": sys.executable, "SBATCH_ARGS": f"--output={tmp_path}/%A_%a.out"},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    array = re.search(r"Submitted batch job (\d+)", out.stdout).group(1)
+    jobs = [f"{array}_0", f"{array}_1"]
+    wait_until("both elements to end", lambda: all(
+        state(j) in {"COMPLETED", "FAILED", "CANCELLED"} for j in jobs), timeout=240, every=2)
+    assert [state(j) for j in jobs] == ["COMPLETED", "COMPLETED"], [
+        (tmp_path / f"{j}.out").read_text() for j in jobs]  # fmt: skip
+    for num, seed in ((0, 1), (1, 2)):
+        assert f"\n  seed: {seed}\n" in (sweep / str(num) / "config.yaml").read_text()
+        assert (sweep / str(num) / "metrics.json").exists()
+
+
+def test_tensorboard_sbatch_serves_the_runs(cluster, env, tmp_path):
+    out = subprocess.run(["sbatch", f"--output={tmp_path}/tb.out", "slurm/tensorboard.sbatch",
+                          str(tmp_path)], env={**env, "PYTHON": sys.executable}, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    job = re.search(r"Submitted batch job (\d+)", out.stdout).group(1)
+    try:
+        log = tmp_path / "tb.out"
+        line = wait_until("the port-forward line", lambda: log.exists() and re.search(
+            r"ssh -N -L (\d+):(\S+):\d+", log.read_text()), timeout=60)  # fmt: skip
+        port, node = line.group(1), line.group(2)
+
+        def serves():
+            try:
+                with urllib.request.urlopen(f"http://{node}:{port}/", timeout=5) as page:
+                    return page.status == 200
+            except OSError:
+                return False
+
+        wait_until("TensorBoard to answer", serves, timeout=90)
+    finally:
+        subprocess.run(["scancel", job])
 
 
 def test_requeued_job_resumes_to_max_steps_with_the_uninterrupted_losses(requeued, two_node_run):
