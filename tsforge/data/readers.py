@@ -299,7 +299,10 @@ class CsvSource:
     def _diagnose(self, err: Exception, chunk: pa.Buffer, first_row: int, roles: dict) -> UserError:
         msg = str(err)
         m = re.search(
-            r"In CSV column #(\d+): CSV conversion error to \S+: invalid value '(.*)'", msg, re.S
+            r"In CSV column #(\d+): (?:Row #\d+: )?"
+            r"CSV conversion error to \S+: invalid value '(.*)'",
+            msg,
+            re.S,
         )
         if m and int(m.group(1)) < len(self.columns):
             col, value = self.columns[int(m.group(1))], m.group(2)
