@@ -165,6 +165,14 @@ def test_requeue_puts_the_job_back_and_keeps_the_first_log(requeued):
     assert (requeued["run"] / "checkpoints" / "latest.pt").exists()
 
 
+def test_what_sbatch_refuses_is_one_line(cluster, env, tmp_path):
+    code, out, err = launch(env, tmp_path / "run", "+launcher.sbatch_extra.reservation=nope")
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert "sbatch refused the job" in err and "reservation" in err
+    partition = launch(env, tmp_path / "run2", "launcher.partition=gpu")
+    assert partition[0] == 2 and "use one of debug" in partition[2]
+
+
 def test_killed_rank_fails_the_job_promptly(cluster, env, tmp_path):
     run = tmp_path / "run"
     proc = launch(env, run, "trainer.max_steps=100000", "launcher.nodes=2", "launcher.wait=true",

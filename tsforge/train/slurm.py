@@ -33,6 +33,8 @@ its log, `RUN_DIR/slurm/<job>_<rank>_log.out`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -262,6 +264,20 @@ def make_executor(launcher: DictConfig, folder: Path, job_name: str):
     return executor
 
 
+@contextlib.contextmanager
+def sbatch_refusals():
+    """sbatch's refusal (a bad account, QOS, reservation...) as one line, not a traceback."""
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    try:  # submitit also prints sbatch's stderr: the message below says it once
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    except (FailedJobError, FailedSubmissionError) as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        last = lines[-1] if lines else str(err)
+        raise UserError(f"sbatch refused the job: {last.removeprefix('sbatch: error: ')}") from None
+
+
 def make_job(cfg: DictConfig, run_dir: Path) -> TrainingJob:
     return TrainingJob(
         OmegaConf.to_container(cfg, resolve=True), str(run_dir),
@@ -294,7 +310,8 @@ def launch_slurm(cfg: DictConfig, run_dir: Path) -> int:
     launcher = cfg.launcher
     folder = run_dir / "slurm"
     executor = make_executor(launcher, folder, job_name=f"tsforge-{run_dir.name}")
-    job = executor.submit(make_job(cfg, run_dir))
+    with sbatch_refusals():
+        job = executor.submit(make_job(cfg, run_dir))
     ranks = int(launcher.nodes) * int(launcher.tasks_per_node)
     record_job(run_dir, job.job_id, folder, ranks)
     log = log_path(folder, job.job_id)

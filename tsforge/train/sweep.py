@@ -26,7 +26,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from tsforge.config import CONF_DIR
 from tsforge.config.checks import compose_config
 from tsforge.errors import EXIT_FAILURE, UserError
-from tsforge.train.slurm import TERMINAL, job_state, log_path, make_executor, make_job, record_job
+from tsforge.train.slurm import (
+    TERMINAL,
+    job_state,
+    log_path,
+    make_executor,
+    make_job,
+    record_job,
+    sbatch_refusals,
+)
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
@@ -60,7 +68,8 @@ def submit_sweep(overrides: list[str]) -> int:
     folder = sweep_dir(overrides)
     run_dirs = [folder / str(num) for num in range(len(runs))]
     executor = make_executor(first, folder / "slurm", job_name=f"tsforge-sweep-{folder.name}")
-    jobs = executor.submit_array([make_job(cfg, d) for cfg, d in zip(configs, run_dirs)])
+    with sbatch_refusals():
+        jobs = executor.submit_array([make_job(cfg, d) for cfg, d in zip(configs, run_dirs)])
     array_id = jobs[0].job_id.split("_")[0]
     ranks = int(first.nodes) * int(first.tasks_per_node)
     for job, run_dir in zip(jobs, run_dirs):
