@@ -5,6 +5,7 @@
     tsforge data list | download NAME [--dir DIR]
     tsforge evaluate RUN_DIR [--split test|val] [--checkpoint best|latest] [--json]
     tsforge predict RUN_DIR --input SRC_OR_STORE --output OUT.parquet|OUT.csv
+    tsforge runs list|compare DIR...
     tsforge jobs status|logs|cancel RUN_DIR
 
 Every subcommand module exposes `add_parser(subparsers)`; its handler returns an exit code.
@@ -27,11 +28,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tsforge.cli import data, evaluate, jobs, predict
+    from tsforge.cli import data, evaluate, jobs, predict, runs
 
     parser = _Parser(prog="tsforge", description="Train forecasting models at scale.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in (data, evaluate, predict, jobs):
+    for command in (data, evaluate, predict, runs, jobs):
         command.add_parser(sub)
     return parser
 
