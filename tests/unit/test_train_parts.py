@@ -100,6 +100,16 @@ def test_config_composes_with_typed_model_schema():
     assert cfg.model.name == "patchtst"
 
 
+def test_benchmark_experiment_composes():
+    check_overrides(["experiment=bench_nhits_etth1", "trainer.max_steps=5"])
+    cfg = compose_config(["experiment=bench_nhits_etth1"])
+    data = cfg.data
+    assert (data.name, data.input_size, data.horizon, data.batch_size) == ("ETTh1", 480, 96, 256)
+    assert (data.scaling, data.scale_by) == ("standard", "series")
+    assert cfg.model.name == "nhits" and cfg.model.mlp_units == [[512, 512]] * 3
+    assert cfg.trainer.val_every_steps == 0 and cfg.optim.grad_clip == 0
+
+
 @pytest.mark.parametrize(
     "override, words",
     [
