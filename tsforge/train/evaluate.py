@@ -20,7 +20,7 @@ from tsforge.data.scaling import inverse
 from tsforge.metrics import MetricAccumulator, seasonal_naive, seasonal_naive_scale
 from tsforge.train.distributed import DistEnv
 from tsforge.train.plots import forecast_image
-from tsforge.train.precision import autocast
+from tsforge.train.precision import forecast
 
 
 class Evaluator:
@@ -68,14 +68,7 @@ class Evaluator:
         plotted = False
         for batch in self.loaders[split]:
             batch = {k: v.to(self.env.device) for k, v in batch.items()}
-            with autocast(self.env.device, self.autocast_dtype):
-                y_hat_BHCO = model(
-                    batch["insample_y"],
-                    insample_mask=batch["insample_mask"],
-                    hist_exog=batch["hist_exog"],
-                    futr_exog=batch["futr_exog"],
-                    stat_exog=batch["stat_exog"],
-                ).float()
+            y_hat_BHCO = forecast(model, batch, self.env.device, self.autocast_dtype)
             valid_B11 = batch["valid"].view(-1, 1, 1).to(batch["outsample_mask"].dtype)
             mask_BHC = batch["outsample_mask"] * valid_B11
             n = mask_BHC.sum()

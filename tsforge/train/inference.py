@@ -51,7 +51,7 @@ from tsforge.models import MODELS
 from tsforge.train import builders
 from tsforge.train.checkpoint import load_checkpoint
 from tsforge.train.distributed import DistEnv
-from tsforge.train.precision import autocast, autocast_dtype
+from tsforge.train.precision import autocast_dtype, forecast
 
 CHECKPOINTS = ("best", "latest")
 OUTPUT_SUFFIXES = (".csv", ".parquet")
@@ -153,10 +153,10 @@ class _PerStep:
     def __call__(self, point_BHC, y_BHC, mask_BHC, naive_BHC) -> None:
         observed = mask_BHC > 0
         count_H = observed.sum(dim=(0, 2)).double()
-        for k, forecast in enumerate((point_BHC, naive_BHC)):
-            if forecast is None:
+        for k, f_BHC in enumerate((point_BHC, naive_BHC)):
+            if f_BHC is None:
                 continue
-            err = torch.where(observed, forecast.double() - y_BHC.double(), 0.0)
+            err = torch.where(observed, f_BHC.double() - y_BHC.double(), 0.0)
             self.sums[k, 0] += err.abs().sum(dim=(0, 2))
             self.sums[k, 1] += err.square().sum(dim=(0, 2))
             self.sums[k, 2] += count_H
@@ -499,13 +499,7 @@ def _run_model(run: TrainedRun, batch: dict, levels, stats, dtype):
         scale = stats[1][at].reshape(len(series), 1, -1)
     scaling_mod.apply(y_BLC, loc, scale, mask_BLC)
     device = run.env.device
-    x = {k: batch[k].to(device) for k in ("insample_y", "insample_mask", "hist_exog",
-                                          "futr_exog", "stat_exog")}  # fmt: skip
-    with autocast(device, dtype):
-        y_hat_BHCO = run.model(
-            x["insample_y"], insample_mask=x["insample_mask"], hist_exog=x["hist_exog"],
-            futr_exog=x["futr_exog"], stat_exog=x["stat_exog"],
-        ).float()  # fmt: skip
+    y_hat_BHCO = forecast(run.model, batch, device, dtype)
     loc_t = torch.from_numpy(loc).to(device)
     scale_t = torch.from_numpy(scale).to(device)
     point = scaling_mod.inverse(run.loss.point(y_hat_BHCO), loc_t, scale_t).cpu().numpy()

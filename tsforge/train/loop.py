@@ -28,7 +28,7 @@ from tsforge.train.distributed import DistEnv
 from tsforge.train.evaluate import Evaluator
 from tsforge.train.logger import NullLogger
 from tsforge.train.perf import StepTimer
-from tsforge.train.precision import autocast
+from tsforge.train.precision import forecast
 
 FINISHED, STOPPED = "finished", "stopped"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -174,16 +174,10 @@ class Trainer:
             yield from self.train_loader
 
     def _forward_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        batch = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
-        with autocast(self.env.device, self.s.autocast_dtype):
-            y_hat = self.model(
-                batch["insample_y"],
-                insample_mask=batch["insample_mask"],
-                hist_exog=batch["hist_exog"],
-                futr_exog=batch["futr_exog"],
-                stat_exog=batch["stat_exog"],
-            )
-        return self.loss(y_hat.float(), batch["outsample_y"], batch["outsample_mask"])
+        y_hat_BHCO = forecast(self.model, batch, self.env.device, self.s.autocast_dtype)
+        y_BHC = batch["outsample_y"].to(self.env.device, non_blocking=True)
+        mask_BHC = batch["outsample_mask"].to(self.env.device, non_blocking=True)
+        return self.loss(y_hat_BHCO, y_BHC, mask_BHC)
 
     def _optimizer_step(self, *, norm_wanted: bool) -> torch.Tensor | None:
         """Clip, step, zero the gradients; returns their norm when clipping or when wanted
