@@ -3,6 +3,7 @@
 pytest tests/unit/test_train_parts.py
 """
 
+import os
 import subprocess
 import sys
 
@@ -144,3 +145,14 @@ def test_launch_refuses_bad_key_with_one_line_exit_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "max_stepz" in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_metrics_on_scaled_needs_series_scaling(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tsforge.launch", "data.metrics_on=scaled",
+         f"hydra.run.dir={tmp_path}/r"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TSFORGE_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "data.scale_by=series" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -170,14 +170,20 @@ def evaluator(cfg: DictConfig, loaders_: dict, loss_fn, env: DistEnv) -> Evaluat
         season=cfg.data.season,
         plot_windows=cfg.trainer.plot_series,
         autocast_dtype=autocast_dtype(cfg.trainer.precision, env.device),
-        unscale=_metrics_unscaled(cfg.data.metrics_on),
+        unscale=_metrics_unscaled(cfg.data),
     )
 
 
-def _metrics_unscaled(metrics_on: str) -> bool:
-    if metrics_on not in ("original", "scaled"):
-        raise UserError(f"data.metrics_on={metrics_on!r}: use original or scaled")
-    return metrics_on == "original"
+def _metrics_unscaled(data: DictConfig) -> bool:
+    if data.metrics_on not in ("original", "scaled"):
+        raise UserError(f"data.metrics_on={data.metrics_on!r}: use original or scaled")
+    if data.metrics_on == "scaled" and (data.scale_by != "series" or data.scaling == "none"):
+        # per-window scaled values differ from window to window: metrics on them mean nothing
+        raise UserError(
+            "data.metrics_on=scaled needs data.scale_by=series (and a scaling): the metrics "
+            "are then on train-standardized values; or use data.metrics_on=original"
+        )
+    return data.metrics_on == "original"
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
