@@ -10,6 +10,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: training stopped by a signal after a checkpoint; launch again
 
 
 class UserError(Exception):

@@ -15,14 +15,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tsforge.errors import EXIT_REQUEUE
 from tsforge.train import builders
 from tsforge.train.checkpoint import CheckpointManager, load_checkpoint
 from tsforge.train.distributed import cleanup_distributed, init_distributed
 from tsforge.train.logger import make_logger
 from tsforge.train.loop import STOPPED, Trainer
 from tsforge.train.rundir import update_meta, write_atomic, write_json
-
-EXIT_REQUEUE = 75  # EX_TEMPFAIL: stopped cleanly, launch again to resume
 
 
 def run_rank(cfg: DictConfig, run_dir: Path) -> int:

@@ -49,9 +49,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from submitit.helpers import Checkpointable
 
-from tsforge.errors import EXIT_FAILURE, EXIT_USAGE, UserError
+from tsforge.errors import EXIT_FAILURE, EXIT_REQUEUE, EXIT_USAGE, UserError
 
-EXIT_REQUEUE = 75  # as tsforge.train.run: stopped after a checkpoint
 STOP_SIGNALS = ("USR1", "USR2")  # the loop stops on both; TERM is SLURM's own "end now"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
             "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED"}  # fmt: skip
