@@ -156,3 +156,4 @@ def test_metrics_on_scaled_needs_series_scaling(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "data.scale_by=series" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # refused before the run directory is made

@@ -67,6 +67,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
         _check_keys(cfg)
+        from tsforge.train.builders import check_data
+
+        check_data(cfg.data)
         OmegaConf.resolve(cfg)
         return cfg
     except (HydraException, OmegaConfBaseException, ValueError) as err:

@@ -34,10 +34,18 @@ def seed_everything(seed: int, rank: int) -> None:
     torch.set_rng_state(model_seed_state)
 
 
+def check_data(data: DictConfig) -> None:
+    """Data settings that are wrong together; run before launch and again when building."""
+    if data.name == "store" and not data.path:
+        raise UserError("data=store needs data.path=<a store made by 'tsforge data ingest'>")
+    if data.name == "store":
+        Store(data.path)  # exists and is a store of this schema, or a UserError saying so
+    _metrics_unscaled(data)
+
+
 def store(data: DictConfig) -> Store:
     if data.name == "store":
-        if not data.path:
-            raise UserError("data=store needs data.path=<a store made by 'tsforge data ingest'>")
+        check_data(data)
         return Store(data.path)
     return registry.prepare(data.name)
 
