@@ -35,17 +35,16 @@ def seed_everything(seed: int, rank: int) -> None:
 
 
 def check_data(data: DictConfig) -> None:
-    """Data settings that are wrong together; run before launch and again when building."""
-    if data.name == "store" and not data.path:
-        raise UserError("data=store needs data.path=<a store made by 'tsforge data ingest'>")
+    """Data settings that are wrong, checked before launch (the run directory is not made)."""
     if data.name == "store":
-        Store(data.path)  # exists and is a store of this schema, or a UserError saying so
+        store(data)  # exists and is a store of this schema, or a UserError saying so
     _metrics_unscaled(data)
 
 
 def store(data: DictConfig) -> Store:
     if data.name == "store":
-        check_data(data)
+        if not data.path:
+            raise UserError("data=store needs data.path=<a store made by 'tsforge data ingest'>")
         return Store(data.path)
     return registry.prepare(data.name)
 
