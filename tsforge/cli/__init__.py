@@ -1,1 +1,16 @@
 """Command-line entry points (`tsforge ...`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def print_record(record: dict[str, Any], as_json: bool) -> None:
+    """A flat record as indented JSON, or as aligned `key  value` lines."""
+    if as_json:
+        print(json.dumps(record, indent=2))
+        return
+    width = max(map(len, record))
+    for key, value in record.items():
+        print(f"{key:<{width}}  {value}")

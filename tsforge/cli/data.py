@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import json
+from tsforge.cli import print_record
 
 
 def add_parser(sub) -> None:
@@ -28,10 +28,5 @@ def _info(args) -> int:
     from tsforge.data.store import Store
 
     info = Store(args.store).info()
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        width = max(map(len, info))
-        for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
+    print_record(info, args.json)
     return 0

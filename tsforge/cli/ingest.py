@@ -11,8 +11,9 @@ nothing is left at --out. See `tsforge.data.ingest.ingest` for the meaning of ea
 
 from __future__ import annotations
 
-import json
 import signal
+
+from tsforge.cli import print_record
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -135,12 +136,7 @@ def _run(args) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     info = summary.to_dict()
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        width = max(map(len, info))
-        for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
+    print_record(info, args.json)
     return 0
 
 
