@@ -6,6 +6,11 @@ import json
 from typing import Any
 
 
+def column_names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of column names (argparse `type=`)."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def print_record(record: dict[str, Any], as_json: bool) -> None:
     """A flat record as indented JSON, or as aligned `key  value` lines."""
     if as_json:

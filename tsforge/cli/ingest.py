@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import signal
 
+from tsforge.cli import column_names as _names
 from tsforge.cli import print_record
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """A comma-separated list of column names."""
-    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def add_parser(sub) -> None:

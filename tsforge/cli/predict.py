@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import signal
 
+from tsforge.cli import column_names as _names
+
 
 def _levels(text: str) -> tuple[float, ...]:
     import argparse
@@ -27,10 +29,6 @@ def _levels(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"'{text}' is not a comma-separated list of levels such as 0.1,0.5,0.9"
         ) from None
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def add_parser(sub) -> None:
