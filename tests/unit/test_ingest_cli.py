@@ -269,7 +269,8 @@ def _spilled(folder) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_killed_ingest_leaves_nothing_behind(tmp_path, sig):
-    n_series, length = 200, 1000
+    # Big enough that ingest is still running when the signal comes, even on an idle machine.
+    n_series, length = 1000, 1000
     ids = np.repeat([f"s{i:03d}" for i in range(n_series)], length)
     hours = np.tile(np.arange(length), n_series)
     ds = (np.datetime64("2020-01-01T00", "h") + hours).astype("M8[s]").astype(str)
@@ -285,6 +286,7 @@ def test_killed_ingest_leaves_nothing_behind(tmp_path, sig):
     while proc.poll() is None and not _spilled(tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.005)
+    assert proc.poll() is None, "ingest finished before it could be signalled"
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
