@@ -11,10 +11,9 @@ nothing is left at --out. See `tsforge.data.ingest.ingest` for the meaning of ea
 
 from __future__ import annotations
 
-import signal
-
 from tsforge.cli import column_names as _names
 from tsforge.cli import print_record
+from tsforge.cli.interrupt import stop_on_signals
 
 
 def add_parser(sub) -> None:
@@ -126,18 +125,11 @@ def add_parser(sub) -> None:
 def _run(args) -> int:
     # A polite kill (a scheduler's time limit, `kill PID`) cleans up like Ctrl-C does:
     # temporary files and the half-written store are removed on the way out.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    with stop_on_signals():
         summary = _ingest(args)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     info = summary.to_dict()
     print_record(info, args.json)
     return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _ingest(args):

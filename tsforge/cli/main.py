@@ -9,7 +9,8 @@
     tsforge jobs status|logs|cancel RUN_DIR
 
 Every subcommand module exposes `add_parser(subparsers)`; its handler returns an exit code.
-`UserError` becomes one line on stderr and exit code 2; nothing else is caught here.
+`UserError` becomes one line on stderr and exit code 2; a stop signal becomes exit code 130
+(see `interrupt.py`); nothing else is caught here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tsforge.cli import interrupt
 from tsforge.errors import EXIT_USAGE, UserError
 
 
@@ -45,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tsforge: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        print("tsforge: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        if not interrupt.received():
+            raise
+        # The stop surfaced as another error from inside C code; the clean-up has run.
         print("tsforge: interrupted", file=sys.stderr)
         return 130
 

@@ -15,9 +15,9 @@ temporary file and renamed, so a failure leaves no output. See `tsforge.train.in
 from __future__ import annotations
 
 import json
-import signal
 
 from tsforge.cli import column_names as _names
+from tsforge.cli.interrupt import stop_on_signals
 
 
 def _levels(text: str) -> tuple[float, ...]:
@@ -66,16 +66,13 @@ def _predict(args) -> int:
 
     # A polite kill (a scheduler's time limit, `kill PID`) cleans up like Ctrl-C does: the
     # temporary store and the half-written output are removed on the way out.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    with stop_on_signals():
         summary = predict(
             load_run(args.run_dir, args.checkpoint), args.input, args.output,
             quantiles=args.quantiles, overwrite=args.overwrite, format=args.format,
             id_col=args.id_col, time_col=args.time_col, on_gap=args.on_gap,
             ignore_cols=args.ignore_cols,
         )  # fmt: skip
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
         return 0
@@ -87,7 +84,3 @@ def _predict(args) -> int:
             shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
             print(f"skipped {len(ids):,} series that {why}: {shown}")
     return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt

@@ -76,7 +76,9 @@ class Spill:
         self.counts[:top] += np.bincount(code, minlength=top)
         if self.grouped:
             self._track_runs(code)
-        rec.tofile(self._writer)
+        # A plain buffered write: ndarray.tofile turns an exception raised by a signal handler
+        # during its internal flush into an unrelated TypeError.
+        self._writer.write(np.ascontiguousarray(rec).data)
         self.n_records += len(rec)
 
     def _track_runs(self, code: np.ndarray) -> None:
