@@ -91,6 +91,20 @@ def test_padding_allows_short_inputs():
     assert t.tolist() == list(range(3, 9))
 
 
+def test_legacy_drop_last_keeps_whole_batches_of_forecast_starts():
+    # ETTh1's test split at L=H=96: 2785 forecast starts; batches of 32 (DLinear's code) keep
+    # 2784, batches of 128 (PatchTST's) keep 2688. The kept windows are the first ones.
+    spec = WindowSpec(input_size=96, horizon=96)
+    lo, hi = np.array([11520]), np.array([14400])
+    full = WindowIndex(lo, hi, spec, n_targets=7)
+    assert full.n_windows == 2785 * 7
+    for batch, kept in ((32, 2784), (128, 2688), (1, 2785)):
+        index = WindowIndex(lo, hi, spec, n_targets=7, drop_last_of=batch)
+        assert index.n_windows == kept * 7
+        ids = np.arange(index.n_windows)
+        assert [a.tolist() for a in index.locate(ids)] == [a.tolist() for a in full.locate(ids)]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [dict(input_size=0, horizon=1), dict(input_size=4, horizon=0),

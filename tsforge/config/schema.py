@@ -38,6 +38,10 @@ class DataConfig:
     # original: metrics in the data's units | scaled: on the loader's scaled values (with
     # scale_by=series this is the long-horizon protocol: train-fit standardization)
     metrics_on: str = "original"
+    # Legacy, for matching published tables only: score the test split as the DLinear/PatchTST
+    # code did, in drop_last batches of this many time steps (their batch size; e.g. 32 or
+    # 128), which leaves out the last windows. 0 (the protocol): every test window.
+    legacy_test_drop_last: int = 0
 
 
 @dataclass

@@ -398,6 +398,7 @@ class WindowLoader:
     scaling: "standard" | "robust" | "none"; scale_by: "window" | "series" (train rows only).
     num_workers: DataLoader worker processes (0: build batches in this process); cache_mb:
     decoded chunk cache per process; pin_memory: page-locked batches for faster GPU copies.
+    drop_last_of: keep whole batches of N forecast starts per series only (see WindowIndex).
     """
 
     def __init__(
@@ -421,6 +422,7 @@ class WindowLoader:
         num_workers: int = 0,
         cache_mb: float = 256,
         pin_memory: bool = False,
+        drop_last_of: int = 0,
     ):
         store = store if isinstance(store, Store) else Store(store)
         rank, world_size, global_batch_size = int(rank), int(world_size), int(global_batch_size)
@@ -440,6 +442,8 @@ class WindowLoader:
             )
         if num_workers < 0:
             raise UserError(f"num_workers must be >= 0, got {num_workers}")
+        if drop_last_of < 0:
+            raise UserError(f"the legacy drop-last batch must be >= 0 (0: off), got {drop_last_of}")
         scaling_mod.check(scaling, scale_by)
         self.store, self.spec, self.split, self.mode = store, spec, split, mode
         self.global_batch_size, self.rank, self.world_size = global_batch_size, rank, world_size
@@ -447,7 +451,7 @@ class WindowLoader:
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.split_spec = splits_mod.validate(store.splits if split_spec is None else split_spec)
         lo, hi = splits_mod.resolve(self.split_spec, store.lengths, split)
-        self.index = WindowIndex(lo, hi, spec, len(store.roles.target))
+        self.index = WindowIndex(lo, hi, spec, len(store.roles.target), drop_last_of)
         N, G = self.n_windows, global_batch_size
 
         if mode == "epoch":
@@ -470,6 +474,7 @@ class WindowLoader:
             "sample_by": sample_by if mode == "sampled" else None,
             "series_weights": weights_hash if mode == "sampled" else None,
             "shuffle_group_blocks": shuffle_group_blocks if mode == "epoch" else None,
+            **({"drop_last_of": drop_last_of} if drop_last_of else {}),
         }
         self.order_hash = _hash_int(json.dumps(order_settings, sort_keys=True, default=str))
         settings = {**order_settings, "global_batch_size": G, "scaling": scaling,

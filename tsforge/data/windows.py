@@ -76,10 +76,13 @@ class WindowIndex:
     """Window counts and id <-> (series, channel, t) maps for one split of one store.
 
     `lo`, `hi` are each series' forecast range [lo, hi) (int64, shape [n]); `n_targets` is the
-    number of target channels. Everything held is O(n).
+    number of target channels. `drop_last_of=N` keeps the first multiple of N forecast starts
+    of each series and drops the rest, as the published long-horizon code did by evaluating
+    with `drop_last=True` batches of N time steps; 0 keeps every window. Everything held is O(n).
     """
 
-    def __init__(self, lo: np.ndarray, hi: np.ndarray, spec: WindowSpec, n_targets: int):
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, spec: WindowSpec, n_targets: int,
+                 drop_last_of: int = 0):  # fmt: skip
         lo = np.asarray(lo, dtype=np.int64)
         hi = np.asarray(hi, dtype=np.int64)
         if lo.shape != hi.shape or lo.ndim != 1:
@@ -92,6 +95,8 @@ class WindowIndex:
         n_starts = np.where(
             t_last >= self.t_first, (t_last - self.t_first) // spec.stride + 1, 0
         ).astype(np.int64)
+        if drop_last_of > 0:  # the legacy drop-last: whole batches of forecast starts only
+            n_starts -= n_starts % drop_last_of
         self.counts = n_starts * self.per_start
         self.offsets = np.zeros(len(lo) + 1, dtype=np.int64)
         np.cumsum(self.counts, out=self.offsets[1:])

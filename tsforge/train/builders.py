@@ -94,9 +94,10 @@ def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, W
         min_input_size=spec.min_input_size, multivariate=spec.multivariate,
     )  # fmt: skip
     for split in ("val", "test"):
+        drop = data.legacy_test_drop_last if split == "test" else 0
         loader = WindowLoader(
             st, eval_spec, split=split, global_batch_size=data.eval_batch_size, mode="eval",
-            **common,
+            drop_last_of=drop, **common,
         )  # fmt: skip
         if loader.n_windows:
             out[split] = loader
