@@ -1,0 +1,222 @@
+"""The long-horizon table: ETT, Exchange and ILI under the papers' protocol, beside their numbers.
+
+    TSFORGE_DATA_DIR=../shared/data python benchmarks/long_horizon.py            # every cell
+    python benchmarks/long_horizon.py --only etth1_dlinear --jobs 2                # some cells
+    python benchmarks/long_horizon.py --report                                     # tables only
+
+Every cell is a named experiment, `conf/experiment/<dataset>_<model>_h<H>.yaml`, trained with
+`python -m tsforge.launch experiment=<name> trainer.seed=<s> trainer.threads=1` in its own
+process (`--jobs` at a time), into `benchmarks/out/long_horizon/<name>/seed<s>`; a cell whose
+run has finished is not trained again. H=96 cells run `--seeds-h96` seeds (default 3), the
+others `--seeds` (default 1). Then the results are gathered from each run's metrics.json:
+
+- `benchmarks/results/long_horizon.csv`: dataset, horizon, model, mse, mae (means over seeds,
+  test split, every window, standardized values), experiment, seeds, steps, train_minutes
+  (wall-clock of a run, evaluation included, mean over seeds) and hardware;
+- `benchmarks/results/long_horizon.json`: the same with each seed's figures and the
+  validation curves (for `benchmarks/plots.py`);
+- a Markdown table beside the best published MSE/MAE of PatchTST/64, DLinear and N-HiTS
+  (`$TSFORGE_DATA_DIR/published_long_horizon.csv`), printed and written to
+  `benchmarks/results/long_horizon.md` for benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "conf" / "experiment"
+RUNS = REPO / "benchmarks" / "out" / "long_horizon"
+RESULTS = REPO / "benchmarks" / "results"
+CELL = re.compile(r"^(etth1|etth2|ettm1|exchange|ili)_(nhits|dlinear|patchtst)_h(\d+)$")
+DATASETS = {"etth1": "ETTh1", "etth2": "ETTh2", "ettm1": "ETTm1", "exchange": "Exchange",
+            "ili": "ILI"}  # fmt: skip
+MODELS = {"nhits": "NHITS", "dlinear": "DLinear", "patchtst": "PatchTST"}
+# The published rows each of our models is set beside (published_long_horizon.csv `model`).
+PEERS = {
+    "PatchTST/64": ("PatchTST/64",),
+    "DLinear": ("DLinear",),
+    "N-HiTS": ("N-HiTS", "NHITS (neuralforecast AutoNHITS)"),
+}
+CSV_COLUMNS = ["dataset", "horizon", "model", "mse", "mae", "experiment", "seeds", "steps",
+               "train_minutes", "hardware"]  # fmt: skip
+
+
+def cells(only: list[str]) -> list[str]:
+    names = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if CELL.match(p.stem))
+    if only:
+        names = [n for n in names if any(n.startswith(o) for o in only)]
+    order = list(DATASETS)
+    return sorted(names, key=lambda n: (order.index(CELL.match(n)[1]), CELL.match(n)[2],
+                                        int(CELL.match(n)[3])))  # fmt: skip
+
+
+def seeds_for(name: str, args) -> list[int]:
+    horizon = int(CELL.match(name)[3])
+    return list(range(args.seeds_h96 if horizon == 96 else args.seeds))
+
+
+def train(name: str, seed: int) -> dict:
+    """Train one cell with one seed (unless done before); its figures."""
+    run_dir = RUNS / name / f"seed{seed}"
+    done = run_dir / "metrics.json"
+    timing = run_dir / "wall_seconds.txt"
+    if not (done.exists() and timing.exists()):
+        cmd = [sys.executable, "-m", "tsforge.launch", f"experiment={name}",
+               f"trainer.seed={seed}", "trainer.threads=1", f"hydra.run.dir={run_dir}"]  # fmt: skip
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} seed {seed} failed ({proc.returncode}):\n{proc.stderr}")
+        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
+        print(f"  trained {name} seed {seed} in {float(timing.read_text()) / 60:.1f} min",
+              flush=True)  # fmt: skip
+    return read_run(run_dir)
+
+
+def read_run(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    curve = []
+    with open(run_dir / "metrics.jsonl") as f:
+        for line in f:
+            row = json.loads(line)
+            if "val/mse" in row:
+                curve.append([row["step"], row["val/mse"]])
+    return {
+        "mse": metrics["test"]["mse"],
+        "mae": metrics["test"]["mae"],
+        "val_mse": metrics.get("best_val", {}).get("mse"),
+        "steps": metrics["steps"],
+        "minutes": float((run_dir / "wall_seconds.txt").read_text()) / 60,
+        "val_curve": curve,
+    }
+
+
+def hardware() -> str:
+    cpu = "unknown CPU"
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, 1 of {os.cpu_count()} cores, {platform.system()}"
+
+
+def published(data_dir: Path | None) -> dict[tuple[str, int], dict[str, tuple[float, float]]]:
+    """{(dataset, horizon): {peer: (mse, mae)}} from published_long_horizon.csv."""
+    out: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
+    path = data_dir / "published_long_horizon.csv" if data_dir else None
+    if path is None or not path.exists():
+        return out
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            for peer, names in PEERS.items():
+                if row["model"] in names:
+                    mae = float(row["mae"]) if row["mae"] else float("nan")
+                    out.setdefault((row["dataset"], int(row["horizon"])), {})[peer] = (
+                        float(row["mse"]), mae)
+    return out
+
+
+def summarise(name: str, runs: list[dict], hw: str) -> dict:
+    ds, model, horizon = CELL.match(name).groups()
+    mses, maes = [r["mse"] for r in runs], [r["mae"] for r in runs]
+    return {
+        "dataset": DATASETS[ds], "horizon": int(horizon), "model": MODELS[model],
+        "mse": statistics.fmean(mses), "mae": statistics.fmean(maes),
+        "mse_std": statistics.stdev(mses) if len(mses) > 1 else 0.0,
+        "mae_std": statistics.stdev(maes) if len(maes) > 1 else 0.0,
+        "experiment": name, "seeds": len(runs),
+        "steps": round(statistics.fmean(r["steps"] for r in runs)),
+        "train_minutes": statistics.fmean(r["minutes"] for r in runs),
+        "hardware": hw, "runs": runs,
+    }  # fmt: skip
+
+
+def _fmt(mean: float, std: float, seeds: int) -> str:
+    return f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}"
+
+
+def table(rows: list[dict], pub: dict) -> str:
+    head = ("| dataset | H | model | MSE | MAE | PatchTST/64 | DLinear | N-HiTS | best published "
+            "MSE | Δ MSE | minutes |")
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        peers = pub.get((r["dataset"], r["horizon"]), {})
+        shown = []
+        for peer in PEERS:
+            mse, mae = peers.get(peer, (float("nan"), float("nan")))
+            shown.append("–" if mse != mse else (f"{mse:.3f} / {mae:.3f}" if mae == mae
+                                                  else f"{mse:.3f} / –"))  # fmt: skip
+        best = min((v[0] for v in peers.values()), default=float("nan"))
+        delta = r["mse"] - best
+        mark = "**" if delta <= 0 else ""
+        lines.append(
+            f"| {r['dataset']} | {r['horizon']} | {r['model']} | "
+            f"{mark}{_fmt(r['mse'], r['mse_std'], r['seeds'])}{mark} | "
+            f"{_fmt(r['mae'], r['mae_std'], r['seeds'])} | {' | '.join(shown)} | "
+            f"{best:.3f} | {delta:+.3f} | {r['train_minutes']:.1f} |"
+        )
+    met = sum(1 for r in rows if r["mse"] <= min(
+        (v[0] for v in pub.get((r["dataset"], r["horizon"]), {}).values()), default=-1))
+    lines.append("")
+    lines.append(f"{met} of {len(rows)} cells at or below the best published MSE.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=[], help="experiment name prefixes")
+    parser.add_argument("--jobs", type=int, default=1, help="cells trained at once")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per cell, H > 96")
+    parser.add_argument("--seeds-h96", type=int, default=3, help="seeds per cell, H = 96")
+    parser.add_argument("--report", action="store_true", help="gather finished runs only")
+    args = parser.parse_args()
+    data_dir = os.environ.get("TSFORGE_DATA_DIR")
+    if not data_dir and not args.report:
+        print("set TSFORGE_DATA_DIR to the folder holding ETTh1.csv etc.", file=sys.stderr)
+        return 2
+
+    names = cells(args.only)
+    jobs = [(n, s) for n in names for s in seeds_for(n, args)]
+    if not args.report:
+        print(f"{len(jobs)} runs of {len(names)} cells, {args.jobs} at a time", flush=True)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda job: train(*job), jobs))
+
+    hw = hardware()
+    rows = []
+    for name in names:
+        done = [RUNS / name / f"seed{s}" for s in seeds_for(name, args)]
+        done = [d for d in done if (d / "metrics.json").exists() and
+                (d / "wall_seconds.txt").exists()]  # fmt: skip
+        if done:
+            rows.append(summarise(name, [read_run(d) for d in done], hw))
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "long_horizon.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "mse": f"{r['mse']:.4f}", "mae": f"{r['mae']:.4f}",
+                             "train_minutes": f"{r['train_minutes']:.2f}"})  # fmt: skip
+    (RESULTS / "long_horizon.json").write_text(json.dumps(rows, indent=1) + "\n")
+    text = table(rows, published(Path(data_dir) if data_dir else None))
+    (RESULTS / "long_horizon.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
