@@ -12,7 +12,9 @@ others `--seeds` (default 1). Then the results are gathered from each run's metr
 
 - `benchmarks/results/long_horizon.csv`: dataset, horizon, model, mse, mae (means over seeds,
   test split, every window, standardized values), experiment, seeds, steps, train_minutes
-  (wall-clock of a run, evaluation included, mean over seeds) and hardware;
+  (CPU-minutes of a run on one thread, start-up and evaluation included, mean over seeds: on
+  an idle core this is its wall-clock, and neighbours on a shared machine don't inflate it)
+  and hardware;
 - `benchmarks/results/long_horizon.json`: the same with each seed's figures and the
   validation curves (for `benchmarks/plots.py`);
 - a Markdown table beside the best published MSE/MAE of PatchTST/64, DLinear and N-HiTS
@@ -70,23 +72,31 @@ def seeds_for(name: str, args) -> list[int]:
 def train(name: str, seed: int) -> dict:
     """Train one cell with one seed (unless done before); its figures."""
     run_dir = RUNS / name / f"seed{seed}"
-    done = run_dir / "metrics.json"
-    timing = run_dir / "wall_seconds.txt"
-    if not (done.exists() and timing.exists()):
+    timing = run_dir / "timing.json"
+    if not ((run_dir / "metrics.json").exists() and timing.exists()):
+        run_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "tsforge.launch", f"experiment={name}",
                f"trainer.seed={seed}", "trainer.threads=1", f"hydra.run.dir={run_dir}"]  # fmt: skip
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} seed {seed} failed ({proc.returncode}):\n{proc.stderr}")
-        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
-        print(f"  trained {name} seed {seed} in {float(timing.read_text()) / 60:.1f} min",
+        with open(run_dir / "stdout.txt", "w") as out:
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+            # wait4: the CPU time of this run alone, which neighbours on the machine don't inflate
+            _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            log = (run_dir / "stdout.txt").read_text()[-3000:]
+            raise RuntimeError(f"{name} seed {seed} failed ({code}):\n{log}")
+        cpu = usage.ru_utime + usage.ru_stime
+        timing.write_text(json.dumps({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}) + "\n")
+        print(f"  trained {name} seed {seed}: {cpu / 60:.1f} CPU-min, {wall / 60:.1f} min wall",
               flush=True)  # fmt: skip
     return read_run(run_dir)
 
 
 def read_run(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    timing = json.loads((run_dir / "timing.json").read_text())
     curve = []
     with open(run_dir / "metrics.jsonl") as f:
         for line in f:
@@ -98,7 +108,8 @@ def read_run(run_dir: Path) -> dict:
         "mae": metrics["test"]["mae"],
         "val_mse": metrics.get("best_val", {}).get("mse"),
         "steps": metrics["steps"],
-        "minutes": float((run_dir / "wall_seconds.txt").read_text()) / 60,
+        "minutes": timing["cpu_s"] / 60,
+        "wall_minutes": timing["wall_s"] / 60,
         "val_curve": curve,
     }
 
@@ -200,7 +211,7 @@ def main() -> int:
     for name in names:
         done = [RUNS / name / f"seed{s}" for s in seeds_for(name, args)]
         done = [d for d in done if (d / "metrics.json").exists() and
-                (d / "wall_seconds.txt").exists()]  # fmt: skip
+                (d / "timing.json").exists()]  # fmt: skip
         if done:
             rows.append(summarise(name, [read_run(d) for d in done], hw))
 
