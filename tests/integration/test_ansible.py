@@ -1,0 +1,231 @@
+"""The Ansible playbooks (ansible/): lint, syntax, validation, rendered GPU configs, and the
+real run that provisions this machine's test cluster (the one test_slurm.py uses).
+
+    pytest tests/integration/test_ansible.py     # about 2 minutes here, more on a bare machine
+    TSFORGE_UPDATE_GOLDEN=1 pytest tests/integration/test_ansible.py -k golden   # re-record
+
+ansible-lint (production profile) and yamllint must be clean; both inventories pass
+`--syntax-check`; the example inventory (4 GPU nodes x 8 A100) renders slurm.conf, gres.conf
+and cgroup.conf equal to tests/integration/golden/example/; bad inventories stop in the
+validation play, with their message, before any host is touched. The real run needs root (it
+installs packages and starts daemons, as `slurm/local-cluster.sh up` does) and is skipped
+otherwise: afterwards both nodes are idle, a 2-node job completes and `sacct` reports it
+COMPLETED, a second run reports changed=0 and keeps every daemon running, and the node health
+check drains a node with its reason and returns it to service. Running it while the cluster is
+up (e.g. after test_slurm.py) is a no-op that keeps it running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE = ROOT / "ansible"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "example"
+STATE = Path("/var/lib/tsforge-cluster")
+PIDFILES = ["run/slurmdbd.pid", "run/slurmctld.pid", "run/slurmd-n1.pid", "run/slurmd-n2.pid"]
+ENV = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1",
+       "PY_COLORS": "0"}  # fmt: skip
+
+
+def tool(name: str) -> str:
+    """A command of the dev extras, from this Python's environment first."""
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is missing: install the dev extras, pip install -e '.[dev]'"
+    return found
+
+
+def run(*cmd: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV,
+                          timeout=timeout)  # fmt: skip
+
+
+def playbook(inventory: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return run(tool("ansible-playbook"), "-i", str(ANSIBLE / "inventories" / inventory),
+               str(ANSIBLE / "site.yml"), *args, timeout=timeout)  # fmt: skip
+
+
+def recap(out: str) -> dict[str, int]:
+    """The PLAY RECAP counts of the (single) host."""
+    match = re.search(r"^\S+\s+:\s+(ok=.*)$", out.split("PLAY RECAP")[-1], re.M)
+    assert match, out[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+# -- static checks ------------------------------------------------------------------------------
+def test_yamllint_is_clean():
+    proc = run(tool("yamllint"), "-s", "ansible", ".yamllint", ".ansible-lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ansible_lint_production_profile_is_clean():
+    proc = run(tool("ansible-lint"), "--offline", "--profile", "production", "ansible")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Profile 'production' was required, and it passed" in out, out
+
+
+@pytest.mark.parametrize("inventory", ["local", "example"])
+def test_syntax_check(inventory):
+    proc = playbook(inventory, "--syntax-check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_example_inventory_passes_validation_offline():
+    # The validation play contacts no host: the example's hosts do not exist.
+    proc = playbook("example", "--tags", "validate")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "unreachable=1" not in proc.stdout and "gpu04" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["slurm.conf", "gres.conf", "cgroup.conf"])
+def test_example_inventory_renders_golden_gpu_configs(tmp_path, name):
+    proc = run(tool("ansible-playbook"), "-i", str(ANSIBLE / "inventories/example"),
+               str(ANSIBLE / "render.yml"), "-e", f"render_dir={tmp_path}")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rendered = (tmp_path / name).read_text()
+    if os.environ.get("TSFORGE_UPDATE_GOLDEN"):
+        (GOLDEN / name).write_text(rendered)
+    assert rendered == (GOLDEN / name).read_text(), f"{name} differs from {GOLDEN / name}"
+
+
+def test_golden_gpu_configs_say_what_the_issue_asks():
+    slurm_conf = (GOLDEN / "slurm.conf").read_text()
+    for line in ["SelectType=select/cons_tres", "GresTypes=gpu", "JobRequeue=1",
+                 "SlurmctldParameters=preempt_send_user_signal",
+                 "ProctrackType=proctrack/cgroup", "TaskPlugin=task/cgroup,task/affinity",
+                 "PartitionName=cpu Nodes=gpu01,gpu02,gpu03,gpu04"]:  # fmt: skip
+        assert line in slurm_conf, line
+    nodes = re.findall(r"^NodeName=(gpu0\d) .*Gres=gpu:a100:8 ", slurm_conf, re.M)
+    assert nodes == ["gpu01", "gpu02", "gpu03", "gpu04"]
+    gres = re.findall(r"^NodeName=(\S+) Name=gpu Type=a100 File=/dev/nvidia\[0-7\]$",
+                      (GOLDEN / "gres.conf").read_text(), re.M)  # fmt: skip
+    assert gres == nodes
+    cgroup = (GOLDEN / "cgroup.conf").read_text()
+    assert all(f"{k}=yes" in cgroup for k in ["ConstrainCores", "ConstrainRAMSpace",
+                                              "ConstrainDevices"])  # fmt: skip
+
+
+# -- validation stops before any host is touched -----------------------------------------------
+@pytest.mark.parametrize(
+    "inventory,extra_vars,message",
+    [
+        # A node with no GPUs but a gpu Gres: the local inventory, this very host.
+        ("local", '{"slurm_node_gres": "gpu:a100:8"}',
+         "remove the gpu entry from slurm_node_gres and set slurm_node_gpus"),
+        # A host of the GPU group that declares no GPUs.
+        ("example", '{"slurm_node_gpus": 0}',
+         "is in the slurm_gpu group but declares 0 GPUs: set slurm_node_gpus"),
+        # Several slurmd on one host without their own ports.
+        ("local", '{"slurm_node_port": 0}', "need slurm_node_port"),
+    ],
+)  # fmt: skip
+def test_validation_failure_stops_before_touching_the_host(inventory, extra_vars, message):
+    conf = Path("/etc/slurm/slurm.conf")
+    before = conf.stat().st_mtime_ns if conf.exists() else None
+    proc = playbook(inventory, "-e", extra_vars, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert message in " ".join(out.split()), out  # the message, whatever its line breaks
+    # Only the validation play ran: no facts gathered, no role applied.
+    assert "PLAY [Validate the inventory" in out and "PLAY [Base system" not in out, out
+    assert "TASK [Gather facts]" not in out, out
+    assert (conf.stat().st_mtime_ns if conf.exists() else None) == before
+
+
+# -- the real run: this machine's test cluster -------------------------------------------------
+def sinfo_states() -> dict[str, str]:
+    out = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %t"],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def wait_until(what: str, check, timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def pids() -> dict[str, str]:
+    return {p: (STATE / p).read_text().strip() for p in PIDFILES if (STATE / p).exists()}
+
+
+@pytest.fixture(scope="module")
+def provisioned():
+    if os.geteuid() != 0:
+        pytest.skip("provisioning this machine needs root")
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        pytest.skip("no SLURM here and no apt-get to install it")
+    started = time.monotonic()
+    proc = playbook("local")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr
+    return {"out": proc.stdout, "seconds": time.monotonic() - started}
+
+
+def test_run_leaves_two_idle_nodes(provisioned):
+    assert recap(provisioned["out"])["failed"] == 0
+    wait_until("both nodes idle", lambda: sinfo_states() == {"n1": "idle", "n2": "idle"},
+               timeout=120)  # fmt: skip
+
+
+def test_two_node_job_completes_and_sacct_reports_it(provisioned, tmp_path):
+    sub = subprocess.run(["sbatch", "--parsable", "-N", "2", "-n", "2", "-p", "debug",
+                          f"--output={tmp_path}/job.out", "--wrap", "srun hostname"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]
+
+    def accounted() -> str | None:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State,NNodes"],
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+        return out if out and not out.startswith(("PENDING", "RUNNING", "COMPLETING")) else None
+
+    assert wait_until(f"job {job} in sacct", accounted, timeout=180) == "COMPLETED|2"
+    assert len((tmp_path / "job.out").read_text().split()) == 2  # one line per task
+
+
+def test_second_run_changes_nothing_and_keeps_the_cluster_running(provisioned):
+    before = pids()
+    assert len(before) == len(PIDFILES), before
+    proc = playbook("local")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr
+    counts = recap(proc.stdout)
+    assert counts["changed"] == 0 and counts["failed"] == 0, proc.stdout[-6000:]
+    assert pids() == before  # no daemon was restarted
+    assert set(sinfo_states().values()) <= {"idle", "mix", "alloc"}
+
+
+def test_health_check_drains_a_bad_node_with_its_reason_and_resumes_it(provisioned):
+    check = "/usr/local/sbin/tsforge-node-health"
+    shared = STATE / "shared"
+    moved = STATE / "shared.moved-by-test"
+    env = {**os.environ, "SLURMD_NODENAME": "n2"}
+    shared.rename(moved)
+    try:
+        assert subprocess.run([check, "--check"], capture_output=True).returncode == 1
+        subprocess.run([check], env=env, check=True, timeout=60)
+        reason = subprocess.run(["sinfo", "-h", "-n", "n2", "-o", "%t|%E"],
+                                capture_output=True, text=True).stdout.strip()  # fmt: skip
+        assert reason.startswith("drain") and "tsforge-health:" in reason, reason
+        assert f"{shared} missing" in reason, reason
+    finally:
+        moved.rename(shared)
+        for node in ["n1", "n2"]:  # the periodic check may have run in between, on either
+            subprocess.run([check], env={**os.environ, "SLURMD_NODENAME": node}, timeout=60)
+    wait_until("both nodes idle again", lambda: sinfo_states() == {"n1": "idle", "n2": "idle"},
+               timeout=60)  # fmt: skip
