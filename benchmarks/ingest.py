@@ -1,7 +1,7 @@
 """Ingest throughput and peak memory against input size.
 
     python benchmarks/ingest.py                      # a >= 1 GiB long CSV and one a quarter of it
-    python benchmarks/ingest.py --gb 2 --json out.json
+    python benchmarks/ingest.py --gb 2 --json out.json  # default: results/ingest.json
     python benchmarks/ingest.py --quick              # a few MB, to check that it runs
 
 Generates long-format CSVs (`unique_id, ds, y`; 20k hourly series by default) a piece at a
@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
 START = np.datetime64("2020-01-01T00:00:00", "s")
 SCHEMA = pa.schema([("unique_id", pa.string()), ("ds", pa.timestamp("s")), ("y", pa.float32())])
 
@@ -140,7 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gb", type=float, default=1.0, help="size of the large input in GiB")
     ap.add_argument("--series", type=int, default=20_000, help="number of series")
     ap.add_argument("--quick", action="store_true", help="a few MB only, to check the script")
-    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--json", type=Path, default=RESULTS / "ingest.json",
+                    help="where to write the results (default: %(default)s)")
     ap.add_argument("--workdir", type=Path, default=None, help="where to put generated files")
     args = ap.parse_args(argv)
     gib = 0.02 if args.quick else args.gb
@@ -171,9 +173,9 @@ def main(argv=None) -> int:
         f"peak RSS x{result['rss_growth_full_over_quarter']} for input "
         f"x{result['input_growth_full_over_quarter']}"
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
     return 0
 
 

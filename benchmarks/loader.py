@@ -2,7 +2,7 @@
 
     python benchmarks/loader.py                 # 1000 series x 40,000 rows (40M rows)
     python benchmarks/loader.py --quick         # 200 series x 20,000 rows (4M rows)
-    python benchmarks/loader.py --json out.json # also write the figures as JSON
+    python benchmarks/loader.py --json out.json # default: benchmarks/results/loader.json
 
 Builds a univariate store in a temporary folder, then measures, in one process with
 `num_workers=0` and one torch thread, univariate windows of L=96, H=96 in global batches of
@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ import torch
 from tsforge.data.loader import WindowLoader, WindowSpec
 from tsforge.data.store import ColumnRoles, Store, StoreWriter
 
+RESULTS = Path(__file__).resolve().parent / "results"
 L, H, BATCH = 96, 96, 1024
 MEMORY_CACHE_MB = 32  # the memory check's chunk cache: RSS growth = cache + O(n_series) + order
 
@@ -95,7 +97,8 @@ def memory_growth(store: Store, n_batches: int, cache_mb: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller store, shorter runs")
-    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--json", type=Path, default=RESULTS / "loader.json",
+                        help="where to write the figures (default: %(default)s)")
     parser.add_argument("--dir", help="where to build the stores (default: a temporary folder)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -147,9 +150,9 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(out, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     sudo bash slurm/local-cluster.sh up                # an idle cluster (the local one here)
     python benchmarks/slurm_launch.py                  # 3 launches, both requeue paths (~6 min)
     python benchmarks/slurm_launch.py --quick          # 1 launch, requeue with StartTime=now
-    python benchmarks/slurm_launch.py --json out.json  # also write the figures as JSON
+    python benchmarks/slurm_launch.py --json out.json  # default: results/slurm_launch.json
 
 Launch: wall time from starting `python -m tsforge.launch launcher=slurm` (a tiny 2-node NHITS
 run logging every step) to the first training step's record in `metrics.jsonl`, split into
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
 TINY = ["launcher=slurm", "launcher.nodes=2", "trainer.threads=1", "trainer.log_every_steps=1",
         "trainer.val_every_steps=0", "trainer.checkpoint_every_steps=100000",
         "model.mlp_units=[[64,64],[64,64],[64,64]]", "data.batch_size=64"]  # fmt: skip
@@ -105,7 +106,8 @@ def requeue_latency(tmp: Path, env: dict, how: str, start_now: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 launch; skip SLURM's hold")
-    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--json", type=Path, default=RESULTS / "slurm_launch.json",
+                        help="where to write the figures (default: %(default)s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tsforge-slurm-bench-") as tmp:
         env = {**os.environ, "TSFORGE_CACHE_DIR": str(Path(tmp) / "cache")}
@@ -120,8 +122,9 @@ def main() -> None:
             out["requeue_s"]["scontrol"] = requeue_latency(Path(tmp), env, "scontrol", False)
             out["requeue_s"]["signal"] = requeue_latency(Path(tmp), env, "signal", False)
     print(json.dumps(out, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

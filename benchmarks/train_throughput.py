@@ -5,6 +5,8 @@
     python benchmarks/train_throughput.py --quick            # 1 pair of 40 steps: does it run?
     python benchmarks/train_throughput.py --threads 2        # torch threads of every side (1)
 
+The figures go to benchmarks/results/train_throughput.json unless `--json PATH` says where.
+
 neuralforecast is not a tsforge dependency; install it for this benchmark only (check first
 with `pip install --dry-run neuralforecast` that it keeps the installed torch; if it would
 replace it, pin it: `pip install neuralforecast torch==<the installed version>`):
@@ -64,6 +66,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
 L, H, WINDOWS = 480, 96, 256
 LR = 1e-3
 SIDES = ("tsforge", "neuralforecast", "bare")
@@ -284,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=50, help="steps left out of the timing")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads of every side (1: see the module docstring)")
-    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--json", type=Path, default=RESULTS / "train_throughput.json",
+                   help="where to write the figures (default: %(default)s)")
     p.add_argument("--side", choices=("neuralforecast", "bare"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.side:  # a child: print one JSON line
@@ -348,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{s} {v:,.0f}" for s, v in median_cpu.items()) + "; "
               + ", ".join(f"{k} {v:.2f}" for k, v in ratios_cpu.items()))
     print(f"load average after: {out['load_avg_after']}")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.json}")
     return 0
 
 
