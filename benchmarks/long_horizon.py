@@ -132,6 +132,8 @@ def published(data_dir: Path | None) -> dict[tuple[str, int], dict[str, tuple[fl
         return out
     with open(path) as f:
         for row in csv.DictReader(f):
+            if row["setting"] != "multivariate":  # all channels as input; not the S (OT only) rows
+                continue
             for peer, names in PEERS.items():
                 if row["model"] in names:
                     mae = float(row["mae"]) if row["mae"] else float("nan")
@@ -200,7 +202,8 @@ def main() -> int:
         return 2
 
     names = cells(args.only)
-    jobs = [(n, s) for n in names for s in seeds_for(n, args)]
+    # Seed-major: every cell once before any cell's second seed.
+    jobs = sorted(((n, s) for n in names for s in seeds_for(n, args)), key=lambda j: j[1])
     if not args.report:
         print(f"{len(jobs)} runs of {len(names)} cells, {args.jobs} at a time", flush=True)
         with ThreadPoolExecutor(args.jobs) as pool:
