@@ -258,6 +258,23 @@ def test_small_cache_gives_the_same_batches(store):
         assert_same(a, b)
 
 
+def test_small_cache_gives_the_same_batches_without_covariates(tmp_path):
+    # A univariate store has no historical or future-known columns: the path that splits a
+    # batch whose chunks do not fit the cache must still join the halves' arrays.
+    rng = np.random.default_rng(0)
+    with StoreWriter(tmp_path / "u.zarr", roles=ColumnRoles(target=["y"]), freq="h",
+                     chunk_rows=64) as w:  # fmt: skip
+        for i, n in enumerate(LENGTHS):
+            w.add_series(f"s{i}", 0, rng.standard_normal((n, 1)).astype(np.float32))
+        store = w.commit(splits=SPLIT)
+    spec = WindowSpec(12, 6)
+    kw = dict(global_batch_size=64, seed=4, mode="sampled", num_steps=4)
+    big = take(WindowLoader(store, spec, **kw), 4)
+    small = take(WindowLoader(store, spec, cache_mb=0.0006, **kw), 4)  # 2 slots of 81 rows
+    for a, b in zip(big, small):
+        assert_same(a, b)
+
+
 def test_state_of_another_store_or_settings_is_refused(store, tmp_path):
     spec = WindowSpec(12, 6)
     loader = WindowLoader(store, spec, global_batch_size=16)

@@ -245,7 +245,9 @@ class _Batches(torch.utils.data.Dataset):
             parts = [self._read(read_row[o], out_shift[o], channel[o])
                      for o in (order[:half], order[half:])]
             inverse = np.argsort(order, kind="stable")
-            return tuple(np.concatenate(p)[inverse] for p in zip(*parts))
+            # hist / futr are None in both halves when the store has no such covariates
+            return tuple(None if p[0] is None else np.concatenate(p)[inverse]
+                         for p in zip(*parts))  # fmt: skip
         L, H, W = self.spec.input_size, self.spec.horizon, self.spec.window_size
         base = slot * arena.slot_rows + (read_row - chunk * arena.R)  # arena row of 1st read
         out_base = base + out_shift
