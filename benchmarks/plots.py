@@ -101,6 +101,9 @@ def bars(title: str, labels: list[str], values: list[float], ylabel: str, name: 
 
 def _median_of(record: dict, side: str) -> float | None:
     """A side's median windows/s, from the layouts the speed benchmarks write."""
+    medians = record.get("median_windows_per_s")
+    if isinstance(medians, dict) and isinstance(medians.get(side), (int, float)):
+        return float(medians[side])
     for key in (f"{side}_windows_per_s", side):
         value = record.get(key)
         if isinstance(value, (int, float)):
