@@ -137,6 +137,18 @@ def train(experiment: str, seed: int, run_dir: Path, threads: int, overrides: li
     return (time.perf_counter() - t0) / 60
 
 
+def run_minutes(run_dir: Path) -> float | None:
+    """Wall minutes of a finished run: its creation (meta.json) to its metrics.json."""
+    from datetime import datetime
+
+    try:
+        created = json.loads((run_dir / "meta.json").read_text())["created"]
+        done = (run_dir / "metrics.json").stat().st_mtime
+    except (OSError, KeyError, ValueError):
+        return None
+    return (done - datetime.fromisoformat(created).timestamp()) / 60
+
+
 def official_rows(data_dir: Path, best: int) -> list[dict]:
     """Naive, sNaive, Naive2 and the `best` M4 entries by Hourly OWA, from the official sheet."""
     with open(data_dir / OFFICIAL, newline="") as fh:
@@ -190,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"set TSFORGE_DATA_DIR to the folder holding {OFFICIAL}")
     ids, histories, truth = load_series(args.split)
 
-    runs: list[tuple[int | None, Path, float | None]] = []
+    runs: list[tuple[int, Path, float | None]] = []
     if args.run_dir:
-        runs = [(None, d, None) for d in args.run_dir]
+        from omegaconf import OmegaConf
+
+        runs = [(int(OmegaConf.load(d / "config.yaml").trainer.seed), d, run_minutes(d))
+                for d in args.run_dir]  # fmt: skip
     else:
         for seed in args.seeds:
             run_dir = args.runs_root / f"{args.experiment}_seed{seed}"
@@ -211,9 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         f = forecast_run(run_dir, ids, histories, args.threads)
         forecasts.append(f)
         s = score(f, truth, histories)
-        rows.append({"method": f"tsforge {args.experiment}" + (f", seed {seed}" if seed is not None
-                     else f", {run_dir}"), **s, "owa": owa(s), "seeds": 1,
-                     "train_minutes": minutes})  # fmt: skip
+        rows.append({"method": f"tsforge {args.experiment}, seed {seed}", **s, "owa": owa(s),
+                     "seeds": 1, "train_minutes": minutes, "run_dir": str(run_dir)})
     if len(forecasts) > 1:
         s = score(np.median(np.stack(forecasts), axis=0), truth, histories)
         total = [r["train_minutes"] for r in rows]
