@@ -5,6 +5,7 @@ series, and score them as the M4 competition does, beside sNaive, Naive2 and the
     python benchmarks/m4_hourly.py --seeds 0 1 2      # each seed, and their median ensemble
     python benchmarks/m4_hourly.py --run-dir runs/m4  # score a trained run, no training
     python benchmarks/m4_hourly.py --split val        # the 48 steps before the test: for tuning
+    python benchmarks/m4_hourly.py trainer.max_steps=600 --seeds 0    # Hydra overrides first
 
 Official metrics (Makridakis et al., IJF 2020; the M4 "Benchmarks and Evaluation.R"):
 sMAPE = mean of 200 |y - f| / (|y| + |f|); MASE = mean |y - f| / (mean over the whole
