@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"efficiency (2-rank windows/s / 2 x 1-rank windows/s): {wall['efficiency']:.0%}")
     if per_cpu:
         print(f"work per window with 2 ranks: {1 / per_cpu['speedup']:.2f}x the CPU time of "
-              "1 rank (DDP's gradient all-reduce, a second loader and Python loop)")
+              "1 rank")
     print(f"speed-up per pair: {', '.join(f'{x:.2f}' for x in wall['speedup_per_pair'])}; "
           f"target >= {TARGET_SPEEDUP}x: {'met' if out['target_met'] else 'NOT met'}")
     print(f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}")
