@@ -47,6 +47,7 @@ from train_throughput import machine
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent / "out"
 EXPERIMENT = "bench_nhits_etth1"
 TARGET_SPEEDUP = 1.8  # DESIGN.md: 2 ranks x 1 thread vs 1 rank x 1 thread
 
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch % 2:
         p.error("--batch must be even: two ranks take half of every global batch each")
     name = "ddp_scaling_slurm" if args.slurm else "ddp_scaling"
-    json_path = args.json or RESULTS / f"{name}.json"
+    json_path = args.json or (OUT if args.quick else RESULTS) / f"{name}.json"
     if args.slurm:
         idle = idle_nodes()
         if idle < 2:

@@ -32,6 +32,7 @@ from tsforge.data.loader import WindowLoader, WindowSpec
 from tsforge.data.store import ColumnRoles, Store, StoreWriter
 
 RESULTS = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent / "out"
 L, H, BATCH = 96, 96, 1024
 MEMORY_CACHE_MB = 32  # the memory check's chunk cache: RSS growth = cache + O(n_series) + order
 
@@ -97,10 +98,13 @@ def memory_growth(store: Store, n_batches: int, cache_mb: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller store, shorter runs")
-    parser.add_argument("--json", type=Path, default=RESULTS / "loader.json",
-                        help="where to write the figures (default: %(default)s)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where to write the figures (default: benchmarks/results/; "
+                             "with --quick, benchmarks/out/)")
     parser.add_argument("--dir", help="where to build the stores (default: a temporary folder)")
     args = parser.parse_args()
+    # A --quick run checks the script: it must not replace the committed figures.
+    args.json = args.json or (OUT if args.quick else RESULTS) / "loader.json"
     torch.set_num_threads(1)
     n_series, length = (200, 20_000) if args.quick else (1000, 40_000)
     seconds = 1.5 if args.quick else 4.0

@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent / "out"
 TINY = ["launcher=slurm", "launcher.nodes=2", "trainer.threads=1", "trainer.log_every_steps=1",
         "trainer.val_every_steps=0", "trainer.checkpoint_every_steps=100000",
         "model.mlp_units=[[64,64],[64,64],[64,64]]", "data.batch_size=64"]  # fmt: skip
@@ -106,9 +107,12 @@ def requeue_latency(tmp: Path, env: dict, how: str, start_now: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 launch; skip SLURM's hold")
-    parser.add_argument("--json", type=Path, default=RESULTS / "slurm_launch.json",
-                        help="where to write the figures (default: %(default)s)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where to write the figures (default: benchmarks/results/; "
+                             "with --quick, benchmarks/out/)")
     args = parser.parse_args()
+    # A --quick run checks the script: it must not replace the committed figures.
+    args.json = args.json or (OUT if args.quick else RESULTS) / "slurm_launch.json"
     with tempfile.TemporaryDirectory(prefix="tsforge-slurm-bench-") as tmp:
         env = {**os.environ, "TSFORGE_CACHE_DIR": str(Path(tmp) / "cache")}
         # The synthetic store is built by the first run; build it before timing anything.

@@ -67,6 +67,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent / "out"
 L, H, WINDOWS = 480, 96, 256
 LR = 1e-3
 SIDES = ("tsforge", "neuralforecast", "bare")
@@ -287,10 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=50, help="steps left out of the timing")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads of every side (1: see the module docstring)")
-    p.add_argument("--json", type=Path, default=RESULTS / "train_throughput.json",
-                   help="where to write the figures (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="where to write the figures (default: benchmarks/results/; "
+                        "with --quick, benchmarks/out/)")
     p.add_argument("--side", choices=("neuralforecast", "bare"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    # A --quick run checks the script: it must not replace the committed figures.
+    args.json = args.json or (OUT if args.quick else RESULTS) / "train_throughput.json"
     if args.side:  # a child: print one JSON line
         run = run_neuralforecast_side if args.side == "neuralforecast" else run_bare_side
         print(json.dumps(run(args.steps, args.warmup, args.threads)))
