@@ -115,30 +115,31 @@ def _median_of(record: dict, side: str) -> float | None:
     return None
 
 
+def speed_bars(name: str, sides: tuple[str, ...], title: str) -> Path | None:
+    """Bars of the median windows/s per side of a speed benchmark's result file."""
+    record = _load(f"{name}.json")
+    if not record:
+        return None
+    found = [s for s in sides if _median_of(record, s)]
+    if not found:
+        print(f"skipped: {name}.json holds no median windows/s per side")
+        return None
+    return bars(title, found, [_median_of(record, s) for s in found], "windows/s",
+                f"{name}.png")  # fmt: skip
+
+
 def main() -> int:
     made = []
     rows = _load("long_horizon.json")
     if rows:
         made.append(learning_curves(rows))
         made.append(against_published(rows))
-    throughput = _load("train_throughput.json")
-    if throughput:
-        sides = [s for s in ("tsforge", "neuralforecast", "bare") if _median_of(throughput, s)]
-        if sides:
-            made.append(bars("NHITS training on ETTh1 (median)", sides,
-                             [_median_of(throughput, s) for s in sides], "windows/s",
-                             "train_throughput.png"))  # fmt: skip
-        else:
-            print("skipped: train_throughput.json holds no median windows/s per side")
-    scaling = _load("ddp_scaling.json")
-    if scaling:
-        sides = [s for s in ("1_rank", "2_ranks") if _median_of(scaling, s)]
-        if sides:
-            made.append(bars("DDP scaling, gloo, 1 thread per rank", sides,
-                             [_median_of(scaling, s) for s in sides], "windows/s",
-                             "ddp_scaling.png"))  # fmt: skip
-        else:
-            print("skipped: ddp_scaling.json holds no median windows/s per side")
+    for name, sides, title in (
+        ("train_throughput", ("tsforge", "neuralforecast", "bare"),
+         "NHITS training on ETTh1 (median)"),
+        ("ddp_scaling", ("1_rank", "2_ranks"), "DDP scaling, gloo, 1 thread per rank"),
+    ):  # fmt: skip
+        made.append(speed_bars(name, sides, title))
     for path in made:
         if path:
             print(f"wrote {path}")

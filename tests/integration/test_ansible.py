@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.polling import wait_until
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,16 +151,6 @@ def sinfo_states() -> dict[str, str]:
     out = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %t"],
                          capture_output=True, text=True).stdout  # fmt: skip
     return dict(line.split() for line in out.splitlines() if line.strip())
-
-
-def wait_until(what: str, check, timeout: float, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def pids() -> dict[str, str]:

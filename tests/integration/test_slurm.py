@@ -33,6 +33,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.integration.polling import wait_until
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,16 +92,6 @@ def state(job_id: str) -> str | None:
     from tsforge.train.slurm import job_state
 
     return job_state(job_id)
-
-
-def wait_until(what: str, check, timeout: float, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def records(run_dir: Path) -> list[dict]:
