@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_horizon  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STYLES = {"DLinear": ":", "NHITS": "--", "PatchTST": "-"}
 
 
 def _load(name: str):
@@ -43,11 +44,15 @@ def learning_curves(rows: list[dict]) -> Path:
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        for r in (r for r in rows if r["dataset"] == dataset):
+        cells = [r for r in rows if r["dataset"] == dataset]
+        horizons = sorted({r["horizon"] for r in cells})
+        for r in cells:  # colour: the horizon; line style: the model
             curve = r["runs"][0]["val_curve"]
             if curve:
                 steps, mse = zip(*curve)
-                ax.plot(steps, mse, label=f"{r['model']} H={r['horizon']}", lw=1)
+                ax.plot(steps, mse, label=f"{r['model']} H={r['horizon']}", lw=1,
+                        color=f"C{horizons.index(r['horizon'])}",
+                        linestyle=STYLES.get(r["model"], "-"))  # fmt: skip
         ax.set_title(dataset)
         ax.set_xlabel("training step")
         ax.set_ylabel("validation MSE (standardized)")
