@@ -43,11 +43,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from train_throughput import machine
+from common import machine, result_path, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
-OUT = Path(__file__).resolve().parent / "out"
 EXPERIMENT = "bench_nhits_etth1"
 TARGET_SPEEDUP = 1.8  # DESIGN.md: 2 ranks x 1 thread vs 1 rank x 1 thread
 
@@ -195,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch % 2:
         p.error("--batch must be even: two ranks take half of every global batch each")
     name = "ddp_scaling_slurm" if args.slurm else "ddp_scaling"
-    json_path = args.json or (OUT if args.quick else RESULTS) / f"{name}.json"
+    json_path = result_path(name, args.json, args.quick)
     if args.slurm:
         idle = idle_nodes()
         if idle < 2:
@@ -258,9 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"speed-up per pair: {', '.join(f'{x:.2f}' for x in wall['speedup_per_pair'])}; "
           f"target >= {TARGET_SPEEDUP}x: {'met' if out['target_met'] else 'NOT met'}")
     print(f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {json_path}")
+    write_json(json_path, out)
     return 0
 
 

@@ -33,10 +33,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from common import result_path, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
-OUT = Path(__file__).resolve().parent / "out"
 START = np.datetime64("2020-01-01T00:00:00", "s")
 SCHEMA = pa.schema([("unique_id", pa.string()), ("ds", pa.timestamp("s")), ("y", pa.float32())])
 
@@ -148,7 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="where to put generated files")
     args = ap.parse_args(argv)
     # A --quick run checks the script: it must not replace the committed figures.
-    args.json = args.json or (OUT if args.quick else RESULTS) / "ingest.json"
+    args.json = result_path("ingest", args.json, args.quick)
     gib = 0.02 if args.quick else args.gb
     n_series = min(args.series, 2_000) if args.quick else args.series
     full = int(gib * 2**30)
@@ -177,9 +176,7 @@ def main(argv=None) -> int:
         f"peak RSS x{result['rss_growth_full_over_quarter']} for input "
         f"x{result['input_growth_full_over_quarter']}"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import result_path, write_json
 
 from tsforge.data.loader import WindowLoader, WindowSpec
 from tsforge.data.store import ColumnRoles, Store, StoreWriter
 
-RESULTS = Path(__file__).resolve().parent / "results"
-OUT = Path(__file__).resolve().parent / "out"
 L, H, BATCH = 96, 96, 1024
 MEMORY_CACHE_MB = 32  # the memory check's chunk cache: RSS growth = cache + O(n_series) + order
 
@@ -104,7 +103,7 @@ def main() -> None:
     parser.add_argument("--dir", help="where to build the stores (default: a temporary folder)")
     args = parser.parse_args()
     # A --quick run checks the script: it must not replace the committed figures.
-    args.json = args.json or (OUT if args.quick else RESULTS) / "loader.json"
+    args.json = result_path("loader", args.json, args.quick)
     torch.set_num_threads(1)
     n_series, length = (200, 20_000) if args.quick else (1000, 40_000)
     seconds = 1.5 if args.quick else 4.0
@@ -154,9 +153,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(out, indent=2))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

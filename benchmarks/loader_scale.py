@@ -48,10 +48,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from train_throughput import machine
+from common import machine, result_path, write_json
 
-RESULTS = Path(__file__).resolve().parent / "results"
-OUT = Path(__file__).resolve().parent / "out"
 L, H, BATCH = 96, 96, 1024
 CACHE_MB = 16
 WORKERS = (0, 1, 2)
@@ -303,10 +301,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['first_batch_s'] * 1000:>9.0f}ms"
               f"{a['main_rss_mb']:>9.0f}→{b['main_rss_mb']:<8.0f}{wk:>32}")
     print(f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}")
-    json_path = args.json or (OUT if args.quick else RESULTS) / "loader_scale.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {json_path}")
+    write_json(result_path("loader_scale", args.json, args.quick), out)
     return 0
 
 

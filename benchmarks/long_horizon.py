@@ -31,16 +31,14 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, RESULTS, cpu_model, run_timed
+
 EXPERIMENTS = REPO / "conf" / "experiment"
 RUNS = REPO / "benchmarks" / "out" / "long_horizon"
-RESULTS = REPO / "benchmarks" / "results"
 CELL = re.compile(r"^(etth1|etth2|ettm1|exchange|ili)_(nhits|dlinear|patchtst)_h(\d+)$")
 DATASETS = {"etth1": "ETTh1", "etth2": "ETTh2", "ettm1": "ETTm1", "exchange": "Exchange",
             "ili": "ILI"}  # fmt: skip
@@ -77,17 +75,10 @@ def train(name: str, seed: int) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "tsforge.launch", f"experiment={name}",
                f"trainer.seed={seed}", "trainer.threads=1", f"hydra.run.dir={run_dir}"]  # fmt: skip
-        start = time.perf_counter()
-        with open(run_dir / "stdout.txt", "w") as out:
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-            # wait4: the CPU time of this run alone, which neighbours on the machine don't inflate
-            _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
+        code, wall, cpu = run_timed(cmd, run_dir / "stdout.txt")
         if code != 0:
             log = (run_dir / "stdout.txt").read_text()[-3000:]
             raise RuntimeError(f"{name} seed {seed} failed ({code}):\n{log}")
-        cpu = usage.ru_utime + usage.ru_stime
         timing.write_text(json.dumps({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}) + "\n")
         print(f"  trained {name} seed {seed}: {cpu / 60:.1f} CPU-min, {wall / 60:.1f} min wall",
               flush=True)  # fmt: skip
@@ -115,13 +106,7 @@ def read_run(run_dir: Path) -> dict:
 
 
 def hardware() -> str:
-    cpu = "unknown CPU"
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, 1 of {os.cpu_count()} cores, {platform.system()}"
+    return f"{cpu_model()}, 1 of {os.cpu_count()} cores, {platform.system()}"
 
 
 def published(data_dir: Path | None) -> dict[tuple[str, int], dict[str, tuple[float, float]]]:

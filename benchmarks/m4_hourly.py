@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import cpu_model
 
 HORIZON, SEASON = 48, 24
 OFFICIAL = "m4/M4_point_forecast_scores_by_frequency.csv"
@@ -169,13 +170,7 @@ def official_rows(data_dir: Path, best: int) -> list[dict]:
 def machine_line(threads: int) -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {threads} torch thread(s), "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, {threads} torch thread(s), "
             f"Python {platform.python_version()}, torch {torch.__version__}")  # fmt: skip
 
 

@@ -30,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import result_path, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
-OUT = Path(__file__).resolve().parent / "out"
 TINY = ["launcher=slurm", "launcher.nodes=2", "trainer.threads=1", "trainer.log_every_steps=1",
         "trainer.val_every_steps=0", "trainer.checkpoint_every_steps=100000",
         "model.mlp_units=[[64,64],[64,64],[64,64]]", "data.batch_size=64"]  # fmt: skip
@@ -112,7 +112,7 @@ def main() -> None:
                              "with --quick, benchmarks/out/)")
     args = parser.parse_args()
     # A --quick run checks the script: it must not replace the committed figures.
-    args.json = args.json or (OUT if args.quick else RESULTS) / "slurm_launch.json"
+    args.json = result_path("slurm_launch", args.json, args.quick)
     with tempfile.TemporaryDirectory(prefix="tsforge-slurm-bench-") as tmp:
         env = {**os.environ, "TSFORGE_CACHE_DIR": str(Path(tmp) / "cache")}
         # The synthetic store is built by the first run; build it before timing anything.
@@ -126,9 +126,7 @@ def main() -> None:
             out["requeue_s"]["scontrol"] = requeue_latency(Path(tmp), env, "scontrol", False)
             out["requeue_s"]["signal"] = requeue_latency(Path(tmp), env, "signal", False)
     print(json.dumps(out, indent=2))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -30,28 +30,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import result_path, run_timed, write_json
+
 H, L = 96, 96
 TRAIN, VAL_END, TEST_END = 8640, 11520, 14400  # ETTh1 borders (rows)
 
 
 def timed(cmd: list[str], log: Path) -> tuple[float, float]:
     """Run `cmd`; its wall and CPU seconds. Exits with its log if it fails."""
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status):
+    code, wall, cpu = run_timed(cmd, log)
+    if code:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{log.read_text()[-4000:]}")
-    return wall, usage.ru_utime + usage.ru_stime
+    return wall, cpu
 
 
 def tsforge_side(workdir: Path, quick: bool) -> dict:
@@ -126,7 +120,8 @@ def main() -> int:
     parser.add_argument("--nf-steps", type=int, nargs="+", default=[800, 1600],
                         help="neuralforecast max_steps to try, in order")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="20 steps each: does it run?")
-    parser.add_argument("--json", type=Path, default=RESULTS / "time_to_result.json")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where to write the results (default: benchmarks/results/)")
     parser.add_argument("--child-nf", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -167,8 +162,7 @@ def main() -> int:
               f"{result['cpu_ratio']:.2f}x the CPU time to reach tsforge's MSE")
     else:
         print("neuralforecast did not reach tsforge's test MSE with the steps tried")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(result_path("time_to_result", args.json), result, indent=1)
     return 0
 
 

@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -65,9 +64,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import machine, result_path, write_json
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
-OUT = Path(__file__).resolve().parent / "out"
 L, H, WINDOWS = 480, 96, 256
 LR = 1e-3
 SIDES = ("tsforge", "neuralforecast", "bare")
@@ -265,21 +264,6 @@ def summarize(runs: list[dict], key: str) -> tuple[dict, dict]:
     return median, ratios
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "load_avg_1_5_15": list(os.getloadavg())}  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 pair of 40 steps: does it run?")
@@ -294,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--side", choices=("neuralforecast", "bare"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     # A --quick run checks the script: it must not replace the committed figures.
-    args.json = args.json or (OUT if args.quick else RESULTS) / "train_throughput.json"
+    args.json = result_path("train_throughput", args.json, args.quick)
     if args.side:  # a child: print one JSON line
         run = run_neuralforecast_side if args.side == "neuralforecast" else run_bare_side
         print(json.dumps(run(args.steps, args.warmup, args.threads)))
@@ -356,9 +340,7 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{s} {v:,.0f}" for s, v in median_cpu.items()) + "; "
               + ", ".join(f"{k} {v:.2f}" for k, v in ratios_cpu.items()))
     print(f"load average after: {out['load_avg_after']}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, out)
     return 0
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "m4_hourly.py"
+sys.path.insert(0, str(_PATH.parent))  # as `python benchmarks/m4_hourly.py` runs: its siblings
 _spec = importlib.util.spec_from_file_location("m4_hourly_benchmark", _PATH)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
