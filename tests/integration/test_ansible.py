@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.polling import wait_until
+from tests.integration.cluster import require_cluster_host, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -159,10 +159,7 @@ def pids() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def provisioned():
-    if os.geteuid() != 0:
-        pytest.skip("provisioning this machine needs root")
-    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
-        pytest.skip("no SLURM here and no apt-get to install it")
+    require_cluster_host()
     started = time.monotonic()
     proc = playbook("local")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.polling import wait_until
+from tests.integration.cluster import require_cluster_host, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +50,7 @@ STEPS = 1500  # long enough to requeue in the middle, about 20 s on two shared c
 
 @pytest.fixture(scope="session")
 def cluster():
-    if os.geteuid() != 0:
-        pytest.skip("the local SLURM cluster needs root")
-    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
-        pytest.skip("no SLURM here and no apt-get to install it")
+    require_cluster_host()
     up = subprocess.run(["bash", str(ROOT / "slurm/local-cluster.sh"), "up"],
                         capture_output=True, text=True, timeout=900)  # fmt: skip
     assert up.returncode == 0, up.stdout + up.stderr
