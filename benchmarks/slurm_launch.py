@@ -93,7 +93,8 @@ def requeue_latency(tmp: Path, env: dict, how: str, start_now: bool) -> float:
     else:
         subprocess.run(["scancel", "--signal=USR2", job], check=True)
     wait_for(lambda: state(job) == "PENDING", timeout=120)
-    if start_now:
+    if start_now:  # not within the requeue's second: slurmd would refuse the credential
+        time.sleep(2)
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     meta = run / "meta.json"
     wait_for(lambda: json.loads(meta.read_text())["resumes"], timeout=400, every=0.2)

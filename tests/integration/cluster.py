@@ -22,12 +22,14 @@ def require_cluster_host() -> None:
         pytest.skip("no SLURM here and no apt-get to install it")
 
 
-def wait_until(what: str, check, timeout: float, every: float = 1.0):
-    """`check()`'s first truthy value, polled every `every` seconds; fails after `timeout`."""
+def wait_until(what: str, check, timeout: float, every: float = 1.0, explain=None):
+    """`check()`'s first truthy value, polled every `every` seconds; fails after `timeout`,
+    with `explain()` (what the cluster says, say) in the message when given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    detail = f": {explain()}" if explain else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")

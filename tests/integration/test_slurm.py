@@ -106,6 +106,12 @@ def scontrol_show(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", out.stdout))
 
 
+def scontrol_summary(job_id: str) -> str:
+    """What SLURM says of the job, for a failure message."""
+    info = scontrol_show(job_id)
+    return " ".join(f"{k}={info.get(k)}" for k in ("JobState", "Reason", "Restarts", "StartTime"))
+
+
 # -- the job whose requeue overlaps the other tests -------------------------------------------
 @pytest.fixture(scope="module")
 def requeued(cluster, env, tmp_path_factory):
@@ -205,10 +211,14 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster, env, tmp_path):
     wait_until("the job back in the queue", lambda: state(job) == "PENDING", timeout=60)
     stopped_at = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"]
     assert stopped_at > 0
-    # The test does not need SLURM's pause before a requeued job runs again: skip it.
+    # The test does not need SLURM's pause before a requeued job runs again: skip it, once the
+    # clock is past the second of the requeue. A launch in that same second carries a credential
+    # no newer than the revoked one: slurmd refuses it and SLURM fails the job.
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     resumes = wait_until("the resume", lambda: json.loads(
-        (run / "meta.json").read_text())["resumes"], timeout=120)  # fmt: skip
+        (run / "meta.json").read_text())["resumes"], timeout=120,
+        explain=lambda: scontrol_summary(job))  # fmt: skip
     assert resumes == [{"from_step": stopped_at, "at": resumes[0]["at"], "job_id": job}]
 
     status = tsforge("jobs", "status", str(run), env=env)
