@@ -10,11 +10,17 @@
 
 Exit codes: 0 done; 2 bad input (one line on stderr); 75 stopped by a signal after writing a
 checkpoint (launch again with the same run directory to resume); 1 anything else.
+
+Bad input found once the run has started (a store that does not exist, too few windows for
+the batch) leaves nothing behind: a run directory this launch made is removed again. One that
+held an earlier run is kept as it was.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -26,25 +32,36 @@ from tsforge.config.checks import check_overrides
 from tsforge.config.schema import register
 from tsforge.errors import EXIT_USAGE, UserError
 
+_STARTED = time.time()
+
 
 def _run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _made_by_this_launch(run_dir: Path) -> bool:
+    """Empty, and created after this process started: Hydra made it for this launch."""
+    return not any(run_dir.iterdir()) and run_dir.stat().st_ctime >= _STARTED
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     from tsforge.train.local import launch_local
 
+    run_dir = _run_dir()
+    new = _made_by_this_launch(run_dir)
     try:
         if cfg.launcher.name == "slurm":
             from tsforge.train.slurm import launch_slurm
 
-            code = launch_slurm(cfg, _run_dir())
+            code = launch_slurm(cfg, run_dir)
         else:
-            code = launch_local(cfg, _run_dir())
+            code = launch_local(cfg, run_dir)
     except UserError as err:
         print(f"tsforge: error: {err}", file=sys.stderr)
         code = EXIT_USAGE
+    if code == EXIT_USAGE and new:
+        shutil.rmtree(run_dir, ignore_errors=True)  # bad input: no half-made run is left
     if code:
         sys.exit(code)
 

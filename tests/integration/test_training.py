@@ -148,6 +148,19 @@ def test_corrupted_or_foreign_checkpoint_is_refused(tmp_path):
     assert code == 2 and "holds model 'nhits'" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_bad_input_found_in_the_run_leaves_no_run_directory(tmp_path, nprocs):
+    run = tmp_path / "run"
+    code, _, err = launch(run, "data.input_size=100000", f"launcher.nprocs={nprocs}")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "0 windows" in err, err
+    assert not run.exists()
+
+    mine = tmp_path / "mine"  # a folder the user made stays, and stays as it was
+    (mine / "notes").mkdir(parents=True)
+    code, _, err = launch(mine, "data.input_size=100000")
+    assert code == 2 and [p.name for p in mine.iterdir()] == ["notes"], err
+
+
 def test_a_dying_rank_stops_the_run_promptly(tmp_path):
     run = tmp_path / "run"
     proc = launch(
