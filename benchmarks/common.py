@@ -6,6 +6,7 @@ sys.path):
     from common import result_path, write_json, machine, run_timed
     path = result_path("loader", args.json, args.quick)   # --json, else results/ or out/
     write_json(path, figures)
+    add_pair_options(parser, "tsforge, bare"); ...; check_pair_options(parser, args)
 """
 
 from __future__ import annotations
@@ -27,6 +28,24 @@ def result_path(name: str, given: Path | None, quick: bool = False) -> Path:
     """`--json PATH` if given; else results/<name>.json, or out/ for a --quick check run,
     which must not replace the committed figures."""
     return given or (OUT if quick else RESULTS) / f"{name}.json"
+
+
+def add_pair_options(parser, sides: str) -> None:
+    """--quick, --pairs, --steps, --warmup of a benchmark that runs its sides in turn and
+    times each run from its training records (one every 10 steps)."""
+    parser.add_argument("--quick", action="store_true", help="1 pair of 40 steps: does it run?")
+    parser.add_argument("--pairs", type=int, default=3, help=f"rounds of ({sides})")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of each run")
+    parser.add_argument("--warmup", type=int, default=50, help="steps left out of the timing")
+
+
+def check_pair_options(parser, args) -> None:
+    """--quick's settings, then the warmup check (records come every 10 steps)."""
+    if args.quick:
+        args.pairs, args.steps, args.warmup = 1, 40, 10
+    if args.warmup % 10 or not 0 < args.warmup < args.steps:
+        parser.error("--warmup must be a multiple of 10 (the runs log every 10 steps) below "
+                     "--steps")
 
 
 def write_json(path: Path, data, indent: int = 2) -> None:

@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, result_path, write_json
+from common import add_pair_options, check_pair_options, machine, result_path, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "bench_nhits_etth1"
@@ -176,20 +176,14 @@ def summarize(runs: list[dict], key: str) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 pair of 40 steps: does it run?")
-    p.add_argument("--pairs", type=int, default=3, help="rounds of (1 rank, 2 ranks)")
-    p.add_argument("--steps", type=int, default=300, help="training steps of each run")
-    p.add_argument("--warmup", type=int, default=50, help="steps left out of the timing")
+    add_pair_options(p, "1 rank, 2 ranks")
     p.add_argument("--batch", type=int, default=256, help="global batch (windows a step)")
     p.add_argument("--slurm", action="store_true",
                    help="1 node against 2 nodes on the SLURM cluster instead of local ranks")
     p.add_argument("--json", type=Path, help="where to write the figures "
                    "(default: benchmarks/results/ddp_scaling[_slurm].json)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.pairs, args.steps, args.warmup = 1, 40, 10
-    if args.warmup % 10 or not 0 < args.warmup < args.steps:
-        p.error("--warmup must be a multiple of 10 (the runs log every 10 steps) below --steps")
+    check_pair_options(p, args)
     if args.batch % 2:
         p.error("--batch must be even: two ranks take half of every global batch each")
     name = "ddp_scaling_slurm" if args.slurm else "ddp_scaling"

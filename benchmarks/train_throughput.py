@@ -64,7 +64,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, result_path, write_json
+from common import add_pair_options, check_pair_options, machine, result_path, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 L, H, WINDOWS = 480, 96, 256
@@ -266,10 +266,7 @@ def summarize(runs: list[dict], key: str) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 pair of 40 steps: does it run?")
-    p.add_argument("--pairs", type=int, default=3, help="rounds of (tsforge, nf, bare)")
-    p.add_argument("--steps", type=int, default=300, help="training steps of each run")
-    p.add_argument("--warmup", type=int, default=50, help="steps left out of the timing")
+    add_pair_options(p, "tsforge, nf, bare")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads of every side (1: see the module docstring)")
     p.add_argument("--json", type=Path, default=None,
@@ -283,10 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         run = run_neuralforecast_side if args.side == "neuralforecast" else run_bare_side
         print(json.dumps(run(args.steps, args.warmup, args.threads)))
         return 0
-    if args.quick:
-        args.pairs, args.steps, args.warmup = 1, 40, 10
-    if args.warmup % 10 or not 0 < args.warmup < args.steps:
-        p.error("--warmup must be a multiple of 10 (tsforge logs every 10 steps) below --steps")
+    check_pair_options(p, args)
 
     before = machine()
     print(f"{before['cpu']}, {before['cores']} cores, torch {before['torch']}, "

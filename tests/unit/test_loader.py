@@ -249,13 +249,17 @@ def test_sampled_mode_weights_and_determinism(store):
     assert np.array_equal(series, torch.cat([x["series"] for x in b]).numpy())
 
 
-def test_small_cache_gives_the_same_batches(store):
+def assert_small_cache_gives_the_same_batches(store, cache_mb: float) -> None:
     spec = WindowSpec(12, 6)
     kw = dict(global_batch_size=64, seed=4, mode="sampled", num_steps=4)
     big = take(WindowLoader(store, spec, **kw), 4)
-    small = take(WindowLoader(store, spec, cache_mb=0.002, **kw), 4)  # 2 slots of 81 rows
+    small = take(WindowLoader(store, spec, cache_mb=cache_mb, **kw), 4)
     for a, b in zip(big, small):
         assert_same(a, b)
+
+
+def test_small_cache_gives_the_same_batches(store):
+    assert_small_cache_gives_the_same_batches(store, cache_mb=0.002)  # 2 slots of 81 rows
 
 
 def test_small_cache_gives_the_same_batches_without_covariates(tmp_path):
@@ -267,12 +271,7 @@ def test_small_cache_gives_the_same_batches_without_covariates(tmp_path):
         for i, n in enumerate(LENGTHS):
             w.add_series(f"s{i}", 0, rng.standard_normal((n, 1)).astype(np.float32))
         store = w.commit(splits=SPLIT)
-    spec = WindowSpec(12, 6)
-    kw = dict(global_batch_size=64, seed=4, mode="sampled", num_steps=4)
-    big = take(WindowLoader(store, spec, **kw), 4)
-    small = take(WindowLoader(store, spec, cache_mb=0.0006, **kw), 4)  # 2 slots of 81 rows
-    for a, b in zip(big, small):
-        assert_same(a, b)
+    assert_small_cache_gives_the_same_batches(store, cache_mb=0.0006)  # 2 slots of 81 rows
 
 
 def test_state_of_another_store_or_settings_is_refused(store, tmp_path):
