@@ -105,6 +105,16 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistEnv:
     return DistEnv(int(env["rank"]), int(env["local_rank"]), int(env["world_size"]), dev, backend)
 
 
+def finish_together(env: DistEnv) -> None:
+    """Wait until every rank has finished its run (rank 0 writes the results last).
+
+    Ranks then leave the process group together: none tears its connections down while a
+    peer is still working. Called on success only: after an error a peer may never arrive.
+    """
+    if env.distributed and dist.is_initialized():
+        dist.barrier()
+
+
 def cleanup_distributed(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()

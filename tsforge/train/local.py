@@ -8,10 +8,12 @@ are passed on to the workers so that they checkpoint before exiting.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import socket
 import sys
+from multiprocessing import util as mp_util
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ def _worker(local_rank: int, cfg_dict: dict, run_dir: str, port: int, nprocs: in
         RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
     )
+    faulthandler.enable()  # a rank that crashes in native code prints where it was
     from tsforge.train.run import run_rank
 
     try:
@@ -41,6 +44,14 @@ def _worker(local_rank: int, cfg_dict: dict, run_dir: str, port: int, nprocs: in
         if local_rank == 0:
             print(f"tsforge: error: {err}", file=sys.stderr)
         codes[local_rank] = EXIT_USAGE
+    # The result is recorded and the process group is gone. Exit as a multiprocessing child
+    # does (its finalizers: numcodecs' lock), then skip the interpreter's teardown, where
+    # gloo's leftover threads now and then abort the process ("terminate called without an
+    # active exception") and turn a finished run into a failed one.
+    mp_util._exit_function()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch_local(cfg: DictConfig, run_dir: Path) -> int:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tsforge.errors import EXIT_REQUEUE
 from tsforge.train import builders
 from tsforge.train.checkpoint import CheckpointManager, load_checkpoint
-from tsforge.train.distributed import cleanup_distributed, init_distributed
+from tsforge.train.distributed import cleanup_distributed, finish_together, init_distributed
 from tsforge.train.logger import make_logger
 from tsforge.train.loop import STOPPED, Trainer
 from tsforge.train.rundir import update_meta, write_atomic, write_json
@@ -27,7 +27,9 @@ from tsforge.train.rundir import update_meta, write_atomic, write_json
 def run_rank(cfg: DictConfig, run_dir: Path) -> int:
     env = init_distributed(cfg.trainer.device, cfg.trainer.dist_timeout_s)
     try:
-        return _run(cfg, Path(run_dir), env)
+        code = _run(cfg, Path(run_dir), env)
+        finish_together(env)
+        return code
     finally:
         cleanup_distributed(env)
 

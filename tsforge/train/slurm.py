@@ -34,6 +34,7 @@ its log, `RUN_DIR/slurm/<job>_<rank>_log.out`.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import io
 import json
 import os
@@ -191,6 +192,7 @@ class TrainingJob(Checkpointable):
         self.max_requeues = max_requeues
 
     def __call__(self) -> int:
+        faulthandler.enable()  # a task that crashes in native code prints where it was
         from tsforge.train.run import run_rank
 
         restarts = _restarts()
