@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import sys
-from multiprocessing import util as mp_util
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch.multiprocessing as mp
 from omegaconf import DictConfig, OmegaConf
 
 from tsforge.errors import EXIT_FAILURE, EXIT_USAGE, UserError
+from tsforge.train.distributed import leave_now
 from tsforge.train.loop import STOP_SIGNALS
 
 
@@ -44,14 +44,7 @@ def _worker(local_rank: int, cfg_dict: dict, run_dir: str, port: int, nprocs: in
         if local_rank == 0:
             print(f"tsforge: error: {err}", file=sys.stderr)
         codes[local_rank] = EXIT_USAGE
-    # The result is recorded and the process group is gone. Exit as a multiprocessing child
-    # does (its finalizers: numcodecs' lock), then skip the interpreter's teardown, where
-    # gloo's leftover threads now and then abort the process ("terminate called without an
-    # active exception") and turn a finished run into a failed one.
-    mp_util._exit_function()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_now(0)  # the result is in `codes`
 
 
 def launch_local(cfg: DictConfig, run_dir: Path) -> int:

@@ -33,6 +33,7 @@ its log, `RUN_DIR/slurm/<job>_<rank>_log.out`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import faulthandler
 import io
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from submitit import JobEnvironment
 from submitit.helpers import Checkpointable
 
 from tsforge.errors import EXIT_FAILURE, EXIT_REQUEUE, EXIT_USAGE, UserError
@@ -181,6 +183,23 @@ def _mem(gb: float) -> str:
     return f"{int(gb)}G" if float(gb).is_integer() else f"{round(gb * 1024)}M"
 
 
+def _leave_once_saved() -> None:
+    """Once submitit has saved this task's result, end the process without the interpreter's
+    teardown (`leave_now`); if saving fails, the process exits as usual, with its error."""
+    if "SUBMITIT_FOLDER" not in os.environ:
+        return
+    from tsforge.train.distributed import leave_now
+
+    result = JobEnvironment().paths.result_pickle
+    since = time.time() - 2  # file times may be coarse
+
+    def leave() -> None:
+        if result.exists() and result.stat().st_mtime >= since:
+            leave_now(0)
+
+    atexit.register(leave)
+
+
 # -- the job --------------------------------------------------------------------------------
 class TrainingJob(Checkpointable):
     """What every SLURM task runs: `run_rank(cfg, run_dir)`, requeued from its checkpoint."""
@@ -215,6 +234,7 @@ class TrainingJob(Checkpointable):
             self._after_stop()
         if code:
             raise SystemExit(code)
+        _leave_once_saved()
         return code
 
     def _after_stop(self) -> None:
