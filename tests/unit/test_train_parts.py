@@ -58,6 +58,24 @@ def test_read_env_prefers_torchrun_then_slurm():
     assert read_env({})["world_size"] == 1
 
 
+
+def test_leave_now_skips_the_teardown_but_runs_the_multiprocessing_finalizers():
+    script = (
+        "import atexit, multiprocessing, sys\n"
+        "multiprocessing.set_start_method('spawn')  # as in a DDP worker\n"
+        "from tsforge.train.distributed import leave_now\n"
+        "lock = multiprocessing.Lock()  # a named semaphore that a finalizer removes\n"
+        "atexit.register(lambda: print('teardown ran', flush=True))\n"
+        "print('done', flush=True)\n"
+        "leave_now(3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "done\n"  # flushed; the atexit handler never ran
+    assert "leaked" not in proc.stderr, proc.stderr  # the resource tracker found nothing left
+
+
 def test_schedules():
     f = lambda s, **kw: lr_factor(s, total=100, **kw)  # noqa: E731
     assert f(0, warmup=10, schedule="cosine", min_ratio=0.0) == pytest.approx(0.1)
