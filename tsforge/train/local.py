@@ -3,7 +3,8 @@
 The processes get torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 MASTER_PORT) and run the same `run_rank` as every other launcher. If one process fails, the
 others are stopped and its traceback is printed (no hang); stop signals sent to this process
-are passed on to the workers so that they checkpoint before exiting.
+are passed on to the workers so that they checkpoint before exiting. A worker whose result is
+recorded exits at once (`leave_now`), without the interpreter's teardown.
 """
 
 from __future__ import annotations
