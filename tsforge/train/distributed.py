@@ -4,8 +4,9 @@
 Rank, world size and the rendezvous come from the environment, in this order:
   1. torchrun-style variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`),
      which the local launcher sets for its processes too;
-  2. SLURM's (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, the first host of
-     `SLURM_JOB_NODELIST`, a port derived from `SLURM_JOB_ID`);
+  2. SLURM's, read through submitit's job environment (`SLURM_PROCID`, `SLURM_NTASKS`,
+     `SLURM_LOCALID`, the first host of `SLURM_JOB_NODELIST` as submitit expands it, e.g.
+     `rack[1-2]-node[01-04]` -> rack1-node01, and a port derived from `SLURM_JOB_ID`);
   3. otherwise a single process.
 NCCL is chosen on GPUs and gloo on CPUs. A process-group timeout bounds every collective, so a
 rank whose peer died gets an error instead of waiting forever.
@@ -23,6 +24,7 @@ from typing import NoReturn
 
 import torch
 import torch.distributed as dist
+from submitit.slurm.slurm import SlurmJobEnvironment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +46,10 @@ class DistEnv:
         return self.rank == 0
 
 
-def first_slurm_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: 'gpu[03-05,09],cpu1' -> 'gpu03'."""
-    head = re.match(r"([^,\[]+)(\[([^\]]+)\])?", nodelist.strip())
-    if head is None:
-        raise ValueError(f"cannot read SLURM node list {nodelist!r}")
-    prefix, _, ranges = head.groups()
-    if not ranges:
-        return prefix
-    first = ranges.split(",")[0].split("-")[0]
-    return f"{prefix}{first}"
+def slurm_hosts() -> list[str]:
+    """The job's hosts in SLURM's order, from `SLURM_JOB_NODELIST` as submitit expands it:
+    'gpu[03-05,09],cpu1' -> gpu03, gpu04, gpu05, gpu09, cpu1."""
+    return list(SlurmJobEnvironment().hostnames)
 
 
 def slurm_port(job_id: str) -> int:
@@ -61,9 +57,9 @@ def slurm_port(job_id: str) -> int:
     return 15000 + int(re.sub(r"\D", "", job_id) or 0) % 20000
 
 
-def read_env(environ: dict[str, str] | None = None) -> dict[str, int | str]:
+def read_env() -> dict[str, int | str]:
     """rank / local_rank / world_size / master_addr / master_port from the environment."""
-    env = os.environ if environ is None else environ
+    env = os.environ
     if "WORLD_SIZE" in env and "RANK" in env:
         return {
             "rank": int(env["RANK"]),
@@ -73,14 +69,14 @@ def read_env(environ: dict[str, str] | None = None) -> dict[str, int | str]:
             "master_port": int(env.get("MASTER_PORT", 29500)),
         }
     if "SLURM_NTASKS" in env and "SLURM_PROCID" in env and "SLURM_JOB_ID" in env:
+        job = SlurmJobEnvironment()
         return {
-            "rank": int(env["SLURM_PROCID"]),
-            "local_rank": int(env.get("SLURM_LOCALID", 0)),
-            "world_size": int(env["SLURM_NTASKS"]),
-            "master_addr": first_slurm_host(
-                env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "127.0.0.1"))
-            ),
-            "master_port": slurm_port(env["SLURM_JOB_ID"]),
+            "rank": job.global_rank,
+            "local_rank": job.local_rank,
+            "world_size": job.num_tasks,
+            # Rank 0 runs on the first node of the allocation.
+            "master_addr": slurm_hosts()[0],
+            "master_port": slurm_port(job.raw_job_id),
         }
     return {"rank": 0, "local_rank": 0, "world_size": 1, "master_addr": "", "master_port": 0}
 
