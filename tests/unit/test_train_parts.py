@@ -3,7 +3,9 @@
 pytest tests/unit/test_train_parts.py
 """
 
+import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -13,38 +15,42 @@ import torch
 from tsforge.config.checks import check_overrides, compose_config
 from tsforge.errors import UserError
 from tsforge.train.checkpoint import CheckpointManager, load_checkpoint
-from tsforge.train.distributed import first_slurm_host, read_env, slurm_port
+from tsforge.train.distributed import DistEnv, read_env, slurm_hosts, slurm_port
+from tsforge.train.rundir import record_ranks
 from tsforge.train.schedule import lr_factor
+
+RANK_VARS = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID",
+             "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_ID", "SLURM_JOB_NODELIST"]  # fmt: skip
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No rank variables from the shell that runs the tests (it may be a SLURM job)."""
+    for name in RANK_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
 
 
 @pytest.mark.parametrize(
-    "nodelist, host",
+    "nodelist, hosts",
     [
-        ("gpu[03-05,09],cpu1", "gpu03"),
-        ("node7", "node7"),
-        ("a-b[1,2]", "a-b1"),
-        ("n[010-011]", "n010"),
+        ("rack[1-2]-node[01-04]", [f"rack{r}-node0{n}" for r in (1, 2) for n in (1, 2, 3, 4)]),
+        ("n[1-2]x", ["n1x", "n2x"]),
+        ("gpu[03-05,09],cpu1", ["gpu03", "gpu04", "gpu05", "gpu09", "cpu1"]),
+        ("gpu-node[01-02]", ["gpu-node01", "gpu-node02"]),
+        ("node7", ["node7"]),
+        ("n[010-011]", ["n010", "n011"]),
     ],
 )
-def test_first_slurm_host(nodelist, host):
-    assert first_slurm_host(nodelist) == host
+def test_slurm_node_lists_expand_and_rank_0_is_on_the_first_host(clean_env, nodelist, hosts):
+    clean_env.setenv("SLURM_JOB_NODELIST", nodelist)
+    assert slurm_hosts() == hosts
+    for name, value in {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_JOB_ID": "7"}.items():
+        clean_env.setenv(name, value)
+    assert read_env()["master_addr"] == hosts[0]
 
 
-def test_read_env_prefers_torchrun_then_slurm():
-    torchrun = {
-        "RANK": "3",
-        "WORLD_SIZE": "4",
-        "LOCAL_RANK": "1",
-        "MASTER_ADDR": "h",
-        "MASTER_PORT": "9",
-    }
-    assert read_env(torchrun) == {
-        "rank": 3,
-        "local_rank": 1,
-        "world_size": 4,
-        "master_addr": "h",
-        "master_port": 9,
-    }
+def test_read_env_prefers_torchrun_then_slurm(clean_env):
     slurm = {
         "SLURM_PROCID": "5",
         "SLURM_NTASKS": "8",
@@ -52,11 +58,36 @@ def test_read_env_prefers_torchrun_then_slurm():
         "SLURM_JOB_ID": "1234",
         "SLURM_JOB_NODELIST": "gpu[02-03]",
     }
-    env = read_env(slurm)
+    for name, value in slurm.items():
+        clean_env.setenv(name, value)
+    env = read_env()
     assert (env["rank"], env["world_size"], env["local_rank"]) == (5, 8, 1)
     assert env["master_addr"] == "gpu02" and env["master_port"] == slurm_port("1234")
-    assert read_env({})["world_size"] == 1
+    torchrun = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "h",
+                "MASTER_PORT": "9"}  # fmt: skip
+    for name, value in torchrun.items():
+        clean_env.setenv(name, value)
+    assert read_env() == {
+        "rank": 3,
+        "local_rank": 1,
+        "world_size": 4,
+        "master_addr": "h",
+        "master_port": 9,
+    }
+    for name in RANK_VARS:
+        clean_env.delenv(name, raising=False)
+    assert read_env()["world_size"] == 1
 
+
+def test_a_single_process_records_itself_as_the_only_rank(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    monkeypatch.delenv("SLURM_STEP_GPUS", raising=False)
+    (tmp_path / "meta.json").write_text('{"world_size": 1}')
+    record_ranks(tmp_path, DistEnv(0, 0, 1, torch.device("cpu"), None))
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["world_size"] == 1  # kept
+    assert meta["ranks"] == [{"rank": 0, "host": socket.gethostname(), "address": None,
+                              "cuda_visible_devices": "3", "slurm_step_gpus": None}]  # fmt: skip
 
 
 def test_leave_now_skips_the_teardown_but_runs_the_multiprocessing_finalizers():

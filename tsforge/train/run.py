@@ -21,7 +21,7 @@ from tsforge.train.checkpoint import CheckpointManager, load_checkpoint
 from tsforge.train.distributed import cleanup_distributed, finish_together, init_distributed
 from tsforge.train.logger import make_logger
 from tsforge.train.loop import STOPPED, Trainer
-from tsforge.train.rundir import update_meta, write_atomic, write_json
+from tsforge.train.rundir import record_ranks, update_meta, write_atomic, write_json
 
 
 def run_rank(cfg: DictConfig, run_dir: Path) -> int:
@@ -64,6 +64,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         update_meta(run_dir, fingerprint=store.fingerprint, world_size=env.world_size,
                     device=env.device, resumed_from=int(ckpt["step"]) if ckpt else None)
+    record_ranks(run_dir, env)
 
     evaluator = builders.evaluator(cfg, loaders, loss, env)
     trainer = Trainer(

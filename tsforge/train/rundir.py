@@ -2,8 +2,8 @@
 
     RUN_DIR/config.yaml   the resolved config
     RUN_DIR/meta.json     git commit (+ dirty), dataset fingerprint, world_size, devices,
-                          versions, SLURM job ids, and `resumes`: one {from_step, at, job_id}
-                          per resume
+                          versions, SLURM job ids, `resumes`: one {from_step, at, job_id}
+                          per resume, and `ranks`: where each rank ran (`record_ranks`)
     RUN_DIR/metrics.json  final: best validation and test metrics, steps, windows/s
 
 Every file is written to a temporary name and renamed, so readers never see half a file.
@@ -15,13 +15,16 @@ import datetime
 import json
 import os
 import platform
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 import tsforge
+from tsforge.train.distributed import DistEnv
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -100,3 +103,40 @@ def _devices(device: torch.device) -> list[str]:
     if device.type == "cuda":
         return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return [f"cpu ({os.cpu_count()} cores)"]
+
+
+def record_ranks(run_dir: Path, env: DistEnv) -> None:
+    """Gather where every rank of this start runs into `meta.json`'s `ranks`; called by every
+    rank (a collective), written by rank 0.
+
+    One {rank, host, address, cuda_visible_devices, slurm_step_gpus} per rank: its host name,
+    the address its traffic to the rendezvous host leaves from (so two nodes show two
+    addresses), and the GPUs SLURM bound it to.
+    """
+    rendezvous = os.environ.get("MASTER_ADDR") if env.distributed else None
+    mine = {
+        "rank": env.rank,
+        "host": socket.gethostname(),
+        "address": _address_towards(rendezvous) if rendezvous else None,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_step_gpus": os.environ.get("SLURM_STEP_GPUS"),
+    }
+    ranks = [mine]
+    if env.distributed:
+        ranks = [None] * env.world_size
+        dist.all_gather_object(ranks, mine)
+    if env.is_main:
+        path = run_dir / "meta.json"
+        write_json(path, {**read_json(path), "ranks": ranks})
+
+
+def _address_towards(host: str) -> str | None:
+    """This host's address on the route to `host`: connecting a UDP socket sends nothing, it
+    only makes the kernel pick the route and its source address."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host, 9, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.connect(where)
+            return sock.getsockname()[0]
+    except OSError:
+        return None
