@@ -2,7 +2,7 @@
 
     python -m tsforge.launch launcher=slurm launcher.nodes=2              # 2 nodes x 1 task
     python -m tsforge.launch launcher=slurm launcher.nodes=2 \\
-        launcher.gpus_per_node=4 launcher.tasks_per_node=4 launcher.partition=gpu
+        launcher.gpus_per_node=4 launcher.tasks_per_node=4 launcher.partition=gpu   # a GPU each
     python -m tsforge.launch launcher=slurm launcher.wait=true            # follow rank 0's log
 
 The launcher checks the request against the cluster (`sinfo`) before it submits, writes the
@@ -158,7 +158,7 @@ def sbatch_parameters(launcher: DictConfig, partition: str, job_name: str) -> di
         "array_parallelism": int(launcher.array_parallelism),
         # One log per rank (stdout and stderr together), kept across requeues.
         "stderr_to_stdout": True,
-        "srun_args": ["--kill-on-bad-exit=1", "--open-mode=append"],
+        "srun_args": ["--kill-on-bad-exit=1", "--open-mode=append", *_gpu_binding(launcher)],
         # submitit reads the signal to handle from this variable when the task starts.
         "setup": [f"export SUBMITIT_PREEMPT_SIGNAL={launcher.signal}", *launcher.setup],
         "additional_parameters": {
@@ -177,6 +177,13 @@ def sbatch_parameters(launcher: DictConfig, partition: str, job_name: str) -> di
     }
     params.update({k: v for k, v in optional.items() if v is not None})
     return params
+
+
+def _gpu_binding(launcher: DictConfig) -> list[str]:
+    """One GPU per task: by default SLURM lets every task of a step see all the node's GPUs,
+    and DDP ranks would then share the first one. `per_task:1` gives the tasks of a node
+    their own GPU in order (`CUDA_VISIBLE_DEVICES`), on every cluster, whatever its cgroups."""
+    return ["--gpu-bind=per_task:1"] if launcher.gpus_per_node else []
 
 
 def _mem(gb: float) -> str:
