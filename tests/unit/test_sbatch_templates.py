@@ -70,4 +70,6 @@ def test_tensorboard_sbatch_prints_the_port_forward():
     out = render("tensorboard.sbatch", "runs/sweep-77", SLURM_JOB_ID="123",
                  SLURMD_NODENAME="gpu01", USER="ana", SLURM_SUBMIT_HOST="login1")  # fmt: skip
     assert out.returncode == 0, out.stderr
+    # Bound to the node's address, which the tunnel names; never to every interface.
+    assert "--bind_all" not in out.stdout and "--host gpu01" in out.stdout
     check_golden("tensorboard.sbatch.txt", out.stdout)
