@@ -59,6 +59,15 @@ def test_sweep_sbatch_submits_itself_as_one_array(overrides_file):
     check_golden("sweep.sbatch.submit.txt", out.stdout.replace(str(overrides_file), "sweep.txt"))
 
 
+def test_sweep_sbatch_refuses_a_line_that_reads_as_an_option(tmp_path):
+    path = tmp_path / "sweep.txt"
+    path.write_text("model=nhits\ntrainer.seed=2 --multirun\n")
+    out = render("sweep.sbatch", str(path))
+    assert out.returncode == 2 and not out.stdout
+    assert out.stderr.count("\n") == 1
+    assert "run 1: '--multirun' is not a Hydra override" in out.stderr
+
+
 def test_sweep_sbatch_element_trains_its_line(overrides_file):
     out = render("sweep.sbatch", str(overrides_file), SLURM_ARRAY_JOB_ID="77",
                  SLURM_ARRAY_TASK_ID="2")  # fmt: skip
