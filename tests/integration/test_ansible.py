@@ -1,41 +1,59 @@
 """The Ansible playbooks (ansible/): lint, syntax, validation, rendered GPU configs, and the
 real run that provisions this machine's test cluster (the one test_slurm.py uses).
 
-    pytest tests/integration/test_ansible.py     # about 2 minutes here, more on a bare machine
+    pytest tests/integration/test_ansible.py     # about 4 minutes here, more on a bare machine
     TSFORGE_UPDATE_GOLDEN=1 pytest tests/integration/test_ansible.py -k golden   # re-record
 
 ansible-lint (production profile) and yamllint must be clean; both inventories pass
 `--syntax-check`; the example inventory (4 GPU nodes x 8 A100) renders slurm.conf, gres.conf
 and cgroup.conf equal to tests/integration/golden/example/; bad inventories stop in the
 validation play, with their message, before any host is touched. The real run needs root (it
-installs packages and starts daemons, as `slurm/local-cluster.sh up` does) and is skipped
-otherwise: afterwards both nodes are idle, a 2-node job completes and `sacct` reports it
-COMPLETED, a second run reports changed=0 and keeps every daemon running, and the node health
-check drains a node with its reason and returns it to service. Running it while the cluster is
-up (e.g. after test_slurm.py) is a no-op that keeps it running.
+installs packages, makes network namespaces and starts daemons) and is skipped otherwise: it
+starts from a machine without the cluster (`local-cluster.sh down`) and brings it up with
+`local-cluster.sh up` (the namespaced hosts, tsforge's wheel, the playbook). Afterwards both
+GPU nodes are idle, each with its own hostname, address and GPUs; a 2-node job runs one task
+on each and `sacct` reports it COMPLETED; tsforge is the wheel, in the cluster's environment;
+TensorBoard listens on 127.0.0.1 only; a second playbook run reports changed=0 and keeps
+every daemon running; the node health check drains a node with its reason and returns it to
+service. Last, `down` twice leaves the machine as it was before (namespaces, links,
+/etc/hosts, device files, daemons), and test_slurm.py brings the cluster up again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import require_cluster_host, wait_until
+from tests.integration.cluster import (
+    CLUSTER_PYTHON,
+    CONTROLLER_ADDRESS,
+    GPUS_PER_NODE,
+    NODES,
+    STATE,
+    in_node,
+    listening,
+    local_cluster,
+    machine_state,
+    require_cluster_host,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE = ROOT / "ansible"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "example"
-STATE = Path("/var/lib/tsforge-cluster")
-PIDFILES = ["run/slurmdbd.pid", "run/slurmctld.pid", "run/slurmd-n1.pid", "run/slurmd-n2.pid"]
+PIDFILES = ["run/slurmdbd.pid", "run/slurmctld.pid", "run/tensorboard.pid",
+            *(f"run/slurmd-{node}.pid" for node in NODES)]  # fmt: skip
 ENV = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1",
        "PY_COLORS": "0"}  # fmt: skip
 
@@ -129,8 +147,10 @@ def test_golden_gpu_configs_say_what_the_issue_asks():
         # A host of the GPU group that declares no GPUs.
         ("example", '{"slurm_node_gpus": 0}',
          "is in the slurm_gpu group but declares 0 GPUs: set slurm_node_gpus"),
-        # Several slurmd on one host without their own ports.
-        ("local", '{"slurm_node_port": 0}', "need slurm_node_port"),
+        # Several nodes on one host, with fewer addresses than nodes.
+        ("local", '{"slurm_node_addresses": ["10.77.0.11"]}', "one address per name"),
+        # A wheel that is not a path to a .whl file.
+        ("local", '{"tsforge_wheel": "tsforge.tar.gz"}', "the absolute path of a .whl file"),
     ],
 )  # fmt: skip
 def test_validation_failure_stops_before_touching_the_host(inventory, extra_vars, message):
@@ -157,22 +177,47 @@ def pids() -> dict[str, str]:
     return {p: (STATE / p).read_text().strip() for p in PIDFILES if (STATE / p).exists()}
 
 
+IDLE = dict.fromkeys(NODES, "idle")
+
+
 @pytest.fixture(scope="module")
 def provisioned():
+    """The cluster brought up from a machine without it; the machine's state before."""
     require_cluster_host()
+    local_cluster("down")
+    before = machine_state()
     started = time.monotonic()
-    proc = playbook("local")
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr
-    return {"out": proc.stdout, "seconds": time.monotonic() - started}
+    up = local_cluster("up")
+    return {"out": up.stdout, "seconds": time.monotonic() - started, "before": before}
 
 
-def test_run_leaves_two_idle_nodes(provisioned):
-    assert recap(provisioned["out"])["failed"] == 0
-    wait_until("both nodes idle", lambda: sinfo_states() == {"n1": "idle", "n2": "idle"},
-               timeout=120)  # fmt: skip
+def test_run_leaves_two_idle_gpu_nodes_each_a_host_of_its_own(provisioned):
+    assert "PLAY RECAP" in provisioned["out"] and recap(provisioned["out"])["failed"] == 0
+    wait_until("both nodes idle", lambda: sinfo_states() == IDLE, timeout=120)
+    for node, address in NODES.items():
+        info = subprocess.run(["scontrol", "show", "node", node], capture_output=True,
+                              text=True).stdout  # fmt: skip
+        assert f"NodeAddr={address} " in info and f"Gres=gpu:virtual:{GPUS_PER_NODE}" in info
+        # The node's own hostname and address, in its namespaces (as its jobs see them).
+        uts = f"--uts=/run/tsforge-cluster/uts/{node}"
+        seen = subprocess.run(["nsenter", f"--net=/run/netns/{node}", uts, "sh", "-c",
+                               "hostname; ip -4 -o addr show dev eth0; getent hosts $(hostname)"],
+                              capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+        assert seen.splitlines()[0] == node, seen
+        assert f" {address}/24 " in seen and seen.splitlines()[-1].split()[0] == address
+        devices = sorted(p.name for p in Path(f"/dev/tsforge-cluster/{node}").iterdir())
+        assert devices == [f"nvidia{i}" for i in range(GPUS_PER_NODE)]
+    gres = Path("/etc/slurm/gres.conf").read_text()
+    assert "AutoDetect=off" in gres
+    assert re.findall(r"^NodeName=(\S+) Name=gpu Type=virtual File=(\S+)$", gres, re.M) == [
+        (node, f"/dev/tsforge-cluster/{node}/nvidia[0-1]") for node in NODES]  # fmt: skip
+    # The controller answers the nodes on the bridge, and nothing else leaves it.
+    assert in_node("gpu-node01", "ip", "route").stdout.strip() == (
+        f"{CONTROLLER_ADDRESS.rsplit('.', 1)[0]}.0/24 dev eth0 proto kernel scope link "
+        f"src {NODES['gpu-node01']}")  # fmt: skip
 
 
-def test_two_node_job_completes_and_sacct_reports_it(provisioned, tmp_path):
+def test_two_node_job_runs_on_both_hosts_and_sacct_reports_it(provisioned, tmp_path):
     sub = subprocess.run(["sbatch", "--parsable", "-N", "2", "-n", "2", "-p", "debug",
                           f"--output={tmp_path}/job.out", "--wrap", "srun hostname"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -185,7 +230,24 @@ def test_two_node_job_completes_and_sacct_reports_it(provisioned, tmp_path):
         return out if out and not out.startswith(("PENDING", "RUNNING", "COMPLETING")) else None
 
     assert wait_until(f"job {job} in sacct", accounted, timeout=180) == "COMPLETED|2"
-    assert len((tmp_path / "job.out").read_text().split()) == 2  # one line per task
+    assert sorted((tmp_path / "job.out").read_text().split()) == sorted(NODES)  # their names
+
+
+def test_tsforge_is_the_wheel_in_the_cluster_environment(provisioned):
+    (wheel,) = (STATE / "wheels").glob("tsforge-*.whl")
+    venv = CLUSTER_PYTHON.parents[1]
+    found = subprocess.run([str(CLUSTER_PYTHON), "-c", "import tsforge; print(tsforge.__file__)"],
+                           capture_output=True, text=True, cwd="/", timeout=60)  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.startswith(str(venv)), found.stdout  # installed there, not the checkout
+    recorded = (venv / "tsforge-wheel.sha256").read_text().strip()
+    assert recorded == hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+def test_tensorboard_listens_on_loopback_only(provisioned):
+    assert listening(6006) == ["127.0.0.1"]  # what the role's README says: reach it by ssh -L
+    with urllib.request.urlopen("http://127.0.0.1:6006/", timeout=10) as page:
+        assert page.status == 200
 
 
 def test_second_run_changes_nothing_and_keeps_the_cluster_running(provisioned):
@@ -203,18 +265,28 @@ def test_health_check_drains_a_bad_node_with_its_reason_and_resumes_it(provision
     check = "/usr/local/sbin/tsforge-node-health"
     shared = STATE / "shared"
     moved = STATE / "shared.moved-by-test"
-    env = {**os.environ, "SLURMD_NODENAME": "n2"}
+    env = {**os.environ, "SLURMD_NODENAME": "gpu-node02"}
     shared.rename(moved)
     try:
         assert subprocess.run([check, "--check"], capture_output=True).returncode == 1
         subprocess.run([check], env=env, check=True, timeout=60)
-        reason = subprocess.run(["sinfo", "-h", "-n", "n2", "-o", "%t|%E"],
+        reason = subprocess.run(["sinfo", "-h", "-n", "gpu-node02", "-o", "%t|%E"],
                                 capture_output=True, text=True).stdout.strip()  # fmt: skip
         assert reason.startswith("drain") and "tsforge-health:" in reason, reason
         assert f"{shared} missing" in reason, reason
     finally:
         moved.rename(shared)
-        for node in ["n1", "n2"]:  # the periodic check may have run in between, on either
+        for node in NODES:  # the periodic check may have run in between, on either
             subprocess.run([check], env={**os.environ, "SLURMD_NODENAME": node}, timeout=60)
-    wait_until("both nodes idle again", lambda: sinfo_states() == {"n1": "idle", "n2": "idle"},
-               timeout=60)  # fmt: skip
+    wait_until("both nodes idle again", lambda: sinfo_states() == IDLE, timeout=60)
+
+
+def test_down_twice_leaves_the_machine_as_it_was(provisioned):
+    """Last: `up` again changes nothing, then `down` (twice) takes away all that `up` made."""
+    again = local_cluster("up")
+    assert recap(again.stdout)["changed"] == 0, again.stdout[-6000:]
+    assert machine_state() != provisioned["before"]  # the cluster is there
+    local_cluster("down")
+    assert machine_state() == provisioned["before"]
+    local_cluster("down")
+    assert machine_state() == provisioned["before"]

@@ -1,15 +1,19 @@
-"""`launcher=slurm` on a real SLURM cluster: the two-node cluster of `slurm/local-cluster.sh`.
+"""`launcher=slurm` on a real SLURM cluster: the local cluster of `slurm/local-cluster.sh`,
+laid out as a site is (two GPU nodes, each a host of its own on a bridge, with two GPUs as
+gres) and running tsforge from its wheel, installed in the cluster's virtual environment:
+every job here is launched with that environment's Python, from outside the checkout.
 
-A 2-node DDP job completes (world size 2, `launcher.wait` follows it to its exit status);
-`scontrol requeue` mid-run puts the job back and it resumes from its latest checkpoint to
-`trainer.max_steps` with the losses of the uninterrupted run; the time-limit signal makes the
-trainer checkpoint and the job requeue itself; a killed rank fails the job at once; a 2x2
-sweep is one job array whose elements all finish; `tsforge jobs status|logs|cancel`; the
-templates `slurm/train.sbatch` (2 nodes, and its requeue), `sweep.sbatch` and
-`tensorboard.sbatch` run for real.
+A 2-node DDP job completes (world size 2, `launcher.wait` follows it to its exit status), its
+two ranks on the two hosts, with their own addresses; a 1-node x 2-GPU job gives each task
+its own GPU; `scontrol requeue` mid-run puts the job back and it resumes from its latest
+checkpoint to `trainer.max_steps` with the losses of the uninterrupted run; the time-limit
+signal makes the trainer checkpoint and the job requeue itself; a killed rank fails the job
+at once; a 2x2 sweep is one job array whose elements all finish; `tsforge jobs
+status|logs|cancel`; the templates `slurm/train.sbatch` (2 nodes, and its requeue),
+`sweep.sbatch` and `tensorboard.sbatch` (on the node's own address only) run for real.
 
     sudo bash slurm/local-cluster.sh up          # the session fixture runs it too
-    pytest tests/integration/test_slurm.py       # about 4 minutes on 2 cores
+    pytest tests/integration/test_slurm.py       # about 5 minutes on 2 cores
 
 A requeued job waits about two minutes (reason BeginTime) before it runs again; the requeue
 test overlaps that wait with the tests after it: its job is submitted by the first test and
@@ -24,7 +28,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -32,11 +35,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.cluster import require_cluster_host, wait_until
+from tests.integration.cluster import (
+    CLUSTER_PYTHON,
+    GPUS_PER_NODE,
+    NODES,
+    listening,
+    local_cluster,
+    require_cluster_host,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+PY = str(CLUSTER_PYTHON)
 SMALL = [
     "model.mlp_units=[[64,64],[64,64],[64,64]]",
     "data.batch_size=64",
@@ -51,9 +63,7 @@ STEPS = 1500  # long enough to requeue in the middle, about 20 s on two shared c
 @pytest.fixture(scope="session")
 def cluster():
     require_cluster_host()
-    up = subprocess.run(["bash", str(ROOT / "slurm/local-cluster.sh"), "up"],
-                        capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert up.returncode == 0, up.stdout + up.stderr
+    up = local_cluster("up")
     assert re.search(r"^debug\*\s+up\s", up.stdout, re.M), up.stdout  # ends with sinfo
 
 
@@ -63,10 +73,12 @@ def env(tmp_path_factory):
 
 
 def launch(env, run_dir: Path, *overrides: str, wait: bool = True):
-    cmd = [sys.executable, "-m", "tsforge.launch", "launcher=slurm", *SMALL, *overrides,
+    """`python -m tsforge.launch launcher=slurm ...` with the cluster's Python, run beside the
+    run directory: never in the checkout, whose tsforge `python -m` would import first."""
+    cmd = [PY, "-m", "tsforge.launch", "launcher=slurm", *SMALL, *overrides,
            f"hydra.run.dir={run_dir}"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)  # fmt: skip
+                            text=True, cwd=run_dir.parent)  # fmt: skip
     if not wait:
         return proc
     out, err = proc.communicate(timeout=600)
@@ -80,8 +92,8 @@ def submitted(out: str) -> str:
 
 
 def tsforge(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tsforge", *args], capture_output=True,
-                          text=True, env=env, timeout=120)  # fmt: skip
+    return subprocess.run([PY, "-m", "tsforge", *args], capture_output=True, text=True, env=env,
+                          cwd="/", timeout=120)  # fmt: skip
 
 
 def state(job_id: str) -> str | None:
@@ -142,11 +154,37 @@ def test_two_node_job_completes_and_wait_follows_it(two_node_run):
     assert f"tensorboard --logdir {run / 'tb'}" in out
     meta = json.loads((run / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["slurm_job_ids"] == [job] and meta["resumes"] == []
+    # One rank on each host, each with the host's own address: DDP crossed the bridge.
+    ranks = meta["ranks"]
+    assert [(r["rank"], r["host"], r["address"]) for r in ranks] == [
+        (i, node, address) for i, (node, address) in enumerate(NODES.items())]  # fmt: skip
+    # submitit's batch script runs the tasks with the cluster's Python: tsforge is the wheel.
+    assert f"{PY} -u -m submitit" in (run / "slurm" / f"{job}_submission.sh").read_text()
     final = json.loads((run / "metrics.json").read_text())
     assert final["steps"] == STEPS and final["world_size"] == 2
     for name in ("config.yaml", "metrics.jsonl", "checkpoints/latest.pt", "tb"):
         assert (run / name).exists(), name
     assert state(job) == "COMPLETED"  # from sacct, through slurmdbd
+
+
+def test_gpu_tasks_each_get_their_own_gpu(cluster, env, tmp_path):
+    """1 node x 2 tasks x 2 GPUs: SLURM schedules the gres and binds one GPU to each task
+    (the launcher asks for it); training itself runs on the CPU."""
+    run = tmp_path / "run"
+    code, out, err = launch(env, run, "trainer.max_steps=20", "trainer.val_every_steps=10",
+                            f"launcher.gpus_per_node={GPUS_PER_NODE}",
+                            f"launcher.tasks_per_node={GPUS_PER_NODE}", "trainer.device=cpu",
+                            "launcher.wait=true")  # fmt: skip
+    assert code == 0, out + err
+    job = submitted(out)
+    ranks = json.loads((run / "meta.json").read_text())["ranks"]
+    assert len({r["host"] for r in ranks}) == 1 and len(ranks) == GPUS_PER_NODE
+    bound = [r["cuda_visible_devices"] for r in ranks]
+    assert sorted(bound) == [str(i) for i in range(GPUS_PER_NODE)], ranks  # one GPU each
+    assert all(r["slurm_step_gpus"] for r in ranks), ranks
+    alloc = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "AllocTRES"],
+                           capture_output=True, text=True).stdout  # fmt: skip
+    assert f"gres/gpu={GPUS_PER_NODE}" in alloc, alloc
 
 
 def test_requeue_puts_the_job_back_and_keeps_the_first_log(requeued):
@@ -183,7 +221,8 @@ def test_killed_rank_fails_the_job_promptly(cluster, env, tmp_path):
 
 
 def _task_pid(job_id: str, rank: int) -> int:
-    """The process of one SLURM task on this host (both nodes live here)."""
+    """The process of one SLURM task: the nodes are namespaces of this machine, whose
+    processes it sees."""
     for proc in Path("/proc").iterdir():
         try:
             environ = (proc / "environ").read_bytes().split(b"\0")
@@ -235,11 +274,11 @@ def test_sweep_is_one_array_and_every_element_finishes(cluster, env, tmp_path):
     sweep = tmp_path / "sweep"
     started = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-m", "tsforge.launch", "-m", "launcher=slurm", "model=nhits,dlinear",
+        [PY, "-m", "tsforge.launch", "-m", "launcher=slurm", "model=nhits,dlinear",
          "optim.lr=1e-3,3e-4", "trainer.max_steps=40", "trainer.val_every_steps=20",
          "trainer.threads=1", "data.batch_size=64", "launcher.array_parallelism=2",
          f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert time.monotonic() - started < 30  # returns at once, without waiting for the jobs
@@ -267,9 +306,10 @@ def test_sweep_is_one_array_and_every_element_finishes(cluster, env, tmp_path):
 def test_train_sbatch_runs_a_two_node_job(cluster, env, tmp_path):
     run = tmp_path / "run"
     out = subprocess.run(
-        ["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/%j.out", "slurm/train.sbatch",
-         *SMALL, "trainer.max_steps=40", "trainer.val_every_steps=20"],
-        env={**env, "RUN_DIR": str(run), "PYTHON": sys.executable}, cwd=ROOT,
+        ["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/%j.out",
+         str(ROOT / "slurm/train.sbatch"), *SMALL, "trainer.max_steps=40",
+         "trainer.val_every_steps=20"],
+        env={**env, "RUN_DIR": str(run), "PYTHON": PY}, cwd=tmp_path,
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     job = re.search(r"Submitted batch job (\d+)", out.stdout).group(1)
@@ -283,9 +323,9 @@ def test_train_sbatch_runs_a_two_node_job(cluster, env, tmp_path):
 def test_train_sbatch_requeues_after_the_checkpoint_on_the_signal(cluster, env, tmp_path):
     run = tmp_path / "run"
     out = subprocess.run(
-        ["sbatch", f"--output={tmp_path}/%j.out", "slurm/train.sbatch", *SMALL,
+        ["sbatch", f"--output={tmp_path}/%j.out", str(ROOT / "slurm/train.sbatch"), *SMALL,
          "trainer.max_steps=1000000"],
-        env={**env, "RUN_DIR": str(run), "PYTHON": sys.executable}, cwd=ROOT,
+        env={**env, "RUN_DIR": str(run), "PYTHON": PY}, cwd=tmp_path,
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     job = re.search(r"Submitted batch job (\d+)", out.stdout).group(1)
@@ -306,9 +346,9 @@ def test_sweep_sbatch_runs_every_line(cluster, env, tmp_path):
     overrides.write_text(f"trainer.seed=1 {small}\ntrainer.seed=2 {small}\n")
     sweep = tmp_path / "sweep"
     out = subprocess.run(
-        ["bash", "slurm/sweep.sbatch", str(overrides), str(sweep)],
-        env={**env, "PYTHON": sys.executable, "SBATCH_ARGS": f"--output={tmp_path}/%A_%a.out"},
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        ["bash", str(ROOT / "slurm/sweep.sbatch"), str(overrides), str(sweep)],
+        env={**env, "PYTHON": PY, "SBATCH_ARGS": f"--output={tmp_path}/%A_%a.out"},
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     array = re.search(r"Submitted batch job (\d+)", out.stdout).group(1)
@@ -322,25 +362,29 @@ def test_sweep_sbatch_runs_every_line(cluster, env, tmp_path):
         assert (sweep / str(num) / "metrics.json").exists()
 
 
-def test_tensorboard_sbatch_serves_the_runs(cluster, env, tmp_path):
-    out = subprocess.run(["sbatch", f"--output={tmp_path}/tb.out", "slurm/tensorboard.sbatch",
-                          str(tmp_path)], env={**env, "PYTHON": sys.executable}, cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+def test_tensorboard_sbatch_serves_the_runs_on_the_node_address_only(cluster, env, tmp_path):
+    out = subprocess.run(["sbatch", f"--output={tmp_path}/tb.out",
+                          str(ROOT / "slurm/tensorboard.sbatch"), str(tmp_path)],
+                         env={**env, "PYTHON": PY}, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
     job = re.search(r"Submitted batch job (\d+)", out.stdout).group(1)
     try:
         log = tmp_path / "tb.out"
         line = wait_until("the port-forward line", lambda: log.exists() and re.search(
-            r"ssh -N -L (\d+):(\S+):\d+", log.read_text()), timeout=60)  # fmt: skip
-        port, node = line.group(1), line.group(2)
+            r"on (\S+) \(\S+\); .*\n  ssh -N -L (\d+):(\S+):\d+", log.read_text()),
+            timeout=60)  # fmt: skip
+        node, port, address = line.group(1), int(line.group(2)), line.group(3)
+        assert address == NODES[node]  # the node's own address, which SLURM reaches it at
 
         def serves():
             try:
-                with urllib.request.urlopen(f"http://{node}:{port}/", timeout=5) as page:
+                with urllib.request.urlopen(f"http://{address}:{port}/", timeout=5) as page:
                     return page.status == 200
             except OSError:
                 return False
 
         wait_until("TensorBoard to answer", serves, timeout=90)
+        assert listening(port, node) == [address]  # not on every interface of the node
     finally:
         subprocess.run(["scancel", job])
 
