@@ -7,6 +7,7 @@
     tsforge predict RUN_DIR --input SRC_OR_STORE --output OUT.parquet|OUT.csv
     tsforge runs list|compare DIR...
     tsforge jobs status|logs|cancel RUN_DIR
+    tsforge --version
 
 Every subcommand module exposes `add_parser(subparsers)`; its handler returns an exit code.
 `UserError` becomes one line on stderr and exit code 2; a stop signal becomes exit code 130
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tsforge import __version__
 from tsforge.cli import interrupt
 from tsforge.errors import EXIT_USAGE, UserError
 
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tsforge.cli import data, evaluate, jobs, predict, runs
 
     parser = _Parser(prog="tsforge", description="Train forecasting models at scale.")
+    parser.add_argument("--version", action="version", version=f"tsforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in (data, evaluate, predict, runs, jobs):
         command.add_parser(sub)

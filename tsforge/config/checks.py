@@ -9,6 +9,7 @@ value (Hydra's own compose API, so the rules are Hydra's) and turns the first er
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -76,15 +77,37 @@ def compose_config(overrides: list[str]) -> DictConfig:
         raise UserError(f"bad override: {_one_line(err)}") from None
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """Compose the config for every value of every sweep override; raise on the first error."""
+def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
+    """Hydra's `--config-dir DIR` as a `hydra.searchpath` override, merged with one the user
+    gave, so that the checks here, sweeps and Hydra itself search the same folders."""
+    if config_dir is None:
+        return overrides
+    folder = Path(config_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise UserError(f"--config-dir {config_dir}: no such folder; give a folder of your own "
+                        f"configs (e.g. one holding experiment/<name>.yaml)")
+    parsed = _parse(overrides)
+    given = [o for o in parsed if o.key_or_group == "hydra.searchpath"]
+    paths = [f"file://{folder}", *(given[-1].value() if given else [])]
+    rest = [o.input_line for o in parsed if o.key_or_group != "hydra.searchpath"]
+    quoted = ",".join("'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in paths)
+    return [f"hydra.searchpath=[{quoted}]", *rest]
+
+
+def _parse(overrides: list[str]) -> list:
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        return OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
         raise UserError(f"cannot parse overrides: {_one_line(err)}") from None
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Compose the config for every value of every sweep override; raise on the first error."""
+    parsed = _parse(overrides)
     base, sweeps = [], []
     for o in parsed:
-        if o.key_or_group.startswith("hydra.") or o.key_or_group == "hydra":
+        hydra_key = o.key_or_group.startswith("hydra.") or o.key_or_group == "hydra"
+        if hydra_key and o.key_or_group != "hydra.searchpath":  # user configs stay findable
             continue
         if o.is_sweep_override():
             values = list(o.sweep_string_iterator())

@@ -42,7 +42,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def _git() -> dict[str, Any]:
+    """The commit of tsforge's own checkout; none for an installed package (its site-packages
+    may lie inside some other repository, whose commit says nothing about this code)."""
     root = Path(tsforge.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return {"commit": None, "dirty": None, "installed": True}
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
