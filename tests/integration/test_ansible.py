@@ -129,9 +129,10 @@ def test_golden_gpu_configs_say_what_the_issue_asks():
         assert line in slurm_conf, line
     nodes = re.findall(r"^NodeName=(gpu0\d) .*Gres=gpu:a100:8 ", slurm_conf, re.M)
     assert nodes == ["gpu01", "gpu02", "gpu03", "gpu04"]
-    gres = re.findall(r"^NodeName=(\S+) Name=gpu Type=a100 File=/dev/nvidia\[0-7\]$",
-                      (GOLDEN / "gres.conf").read_text(), re.M)  # fmt: skip
-    assert gres == nodes
+    gres_conf = (GOLDEN / "gres.conf").read_text()
+    gres = re.findall(r"^NodeName=(\S+) Name=gpu Type=a100 File=/dev/nvidia\[0-7\]$", gres_conf,
+                      re.M)  # fmt: skip
+    assert gres == nodes and "\nAutoDetect=off\n" in gres_conf
     cgroup = (GOLDEN / "cgroup.conf").read_text()
     assert all(f"{k}=yes" in cgroup for k in ["ConstrainCores", "ConstrainRAMSpace",
                                               "ConstrainDevices"])  # fmt: skip
