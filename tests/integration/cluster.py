@@ -29,7 +29,7 @@ NODES = {"gpu-node01": "10.77.0.11", "gpu-node02": "10.77.0.12"}
 CONTROLLER_ADDRESS = "10.77.0.1"
 GPUS_PER_NODE = 2
 CLUSTER_PYTHON = STATE / "shared" / "venvs" / f"tsforge-{tsforge.__version__}" / "bin" / "python"
-DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "tensorboard")
+DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "slurmstepd")
 
 
 def require_cluster_host() -> None:
@@ -77,7 +77,8 @@ def listening(tcp_port: int, node: str | None = None) -> list[str]:
 
 def machine_state() -> dict[str, object]:
     """What `up` adds and `down` must take away again: network namespaces, links, mounts,
-    /etc/hosts, device files and the cluster's daemons."""
+    /etc/hosts, device files and the cluster's daemons (TensorBoard by its port: other
+    TensorBoards may run here)."""
 
     def lines(*cmd: str) -> list[str]:
         return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()
@@ -98,7 +99,7 @@ def machine_state() -> dict[str, object]:
         "addresses": sorted(line.split()[3] for line in lines("ip", "-o", "-4", "addr", "show")),
         "mounts": [line for line in lines("findmnt", "-rn", "-o", "TARGET") if "tsforge" in line],
         "hosts": Path("/etc/hosts").read_text(),
-        "dev": sorted(os.listdir("/dev")),
-        "devices": sorted(str(p) for p in devices.rglob("*")) if devices.exists() else [],
+        "devices": sorted(str(p) for p in devices.rglob("*")) if devices.exists() else None,
         "daemons": sorted(daemons),
+        "tensorboard": listening(6006),
     }
