@@ -4,6 +4,8 @@
     python benchmarks/slurm_launch.py                  # 3 launches, both requeue paths (~6 min)
     python benchmarks/slurm_launch.py --quick          # 1 launch, requeue with StartTime=now
     python benchmarks/slurm_launch.py --json out.json  # default: results/slurm_launch.json
+    python benchmarks/slurm_launch.py --python $VENV/bin/python   # tsforge as the cluster has it
+                               # VENV=/var/lib/tsforge-cluster/shared/venvs/tsforge-0.1.0 here
 
 Launch: wall time from starting `python -m tsforge.launch launcher=slurm` (a tiny 2-node NHITS
 run logging every step) to the first training step's record in `metrics.jsonl`, split into
@@ -30,9 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import result_path, write_json
+from common import machine, result_path, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["launcher=slurm", "launcher.nodes=2", "trainer.threads=1", "trainer.log_every_steps=1",
         "trainer.val_every_steps=0", "trainer.checkpoint_every_steps=100000",
         "model.mlp_units=[[64,64],[64,64],[64,64]]", "data.batch_size=64"]  # fmt: skip
@@ -55,12 +56,15 @@ def wait_for(check, timeout: float, every: float = 0.05):
     raise TimeoutError("benchmark step timed out")
 
 
-def submit(run: Path, steps: int, env: dict) -> tuple[str, float, float]:
-    """(job id, wall time at the start of the launch, seconds the launcher took)."""
+def submit(python: str, run: Path, steps: int, env: dict) -> tuple[str, float, float]:
+    """(job id, wall time at the start of the launch, seconds the launcher took). Launched
+    beside the run, not in the checkout, whose tsforge `python -m` would import first."""
     start = time.time()
-    out = subprocess.run([sys.executable, "-m", "tsforge.launch", *TINY,
-                          f"trainer.max_steps={steps}", f"hydra.run.dir={run}"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, check=True)  # fmt: skip
+    run.parent.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([python, "-m", "tsforge.launch", *TINY, f"trainer.max_steps={steps}",
+                          f"hydra.run.dir={run}"],
+                         capture_output=True, text=True, env=env, cwd=run.parent,
+                         check=True)  # fmt: skip
     job = re.search(r"submitted SLURM job (\S+):", out.stdout).group(1)
     return job, start, time.time() - start
 
@@ -70,11 +74,11 @@ def state(job: str) -> str:
                           text=True).stdout.strip()  # fmt: skip
 
 
-def launch_latency(tmp: Path, env: dict, n: int) -> dict:
+def launch_latency(python: str, tmp: Path, env: dict, n: int) -> dict:
     firsts, launchers = [], []
     for i in range(n):
         run = tmp / f"launch{i}"
-        job, start, launcher_s = submit(run, 20, env)
+        job, start, launcher_s = submit(python, run, 20, env)
         first = wait_for(lambda run=run: records(run), timeout=300)[0]
         firsts.append(first["time"] - start)
         launchers.append(launcher_s)
@@ -83,9 +87,9 @@ def launch_latency(tmp: Path, env: dict, n: int) -> dict:
             "launcher_s_median": statistics.median(launchers)}  # fmt: skip
 
 
-def requeue_latency(tmp: Path, env: dict, how: str, start_now: bool) -> float:
+def requeue_latency(python: str, tmp: Path, env: dict, how: str, start_now: bool) -> float:
     run = tmp / f"requeue_{how}_{int(start_now)}"
-    job, _, _ = submit(run, 1_000_000, env)
+    job, _, _ = submit(python, run, 1_000_000, env)
     wait_for(lambda: len(records(run)) > 50, timeout=300)
     stopped = time.time()
     if how == "scontrol":
@@ -111,21 +115,33 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None,
                         help="where to write the figures (default: benchmarks/results/; "
                              "with --quick, benchmarks/out/)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the Python that launches tsforge, e.g. the local cluster's "
+                             "environment (default: this one)")
     args = parser.parse_args()
+    if not Path(args.python).is_file():
+        parser.error(f"--python {args.python}: no such file; give the path of a Python "
+                     f"with tsforge installed")
+    python = args.python
     # A --quick run checks the script: it must not replace the committed figures.
     args.json = result_path("slurm_launch", args.json, args.quick)
     with tempfile.TemporaryDirectory(prefix="tsforge-slurm-bench-") as tmp:
         env = {**os.environ, "TSFORGE_CACHE_DIR": str(Path(tmp) / "cache")}
         # The synthetic store is built by the first run; build it before timing anything.
-        job, _, _ = submit(Path(tmp) / "warm", 1, env)
+        job, _, _ = submit(python, Path(tmp) / "warm", 1, env)
         wait_for(lambda: state(job) == "", timeout=300, every=0.5)
-        out = {"launch": launch_latency(Path(tmp), env, 1 if args.quick else 3)}
-        out["requeue_s"] = {"signal_startnow": requeue_latency(Path(tmp), env, "signal", True)}
+        tmp = Path(tmp)
+        out = {"launch": launch_latency(python, tmp, env, 1 if args.quick else 3)}
+        requeue = out["requeue_s"] = {}
+        requeue["signal_startnow"] = requeue_latency(python, tmp, env, "signal", True)
         if not args.quick:
-            out["requeue_s"]["scontrol_startnow"] = requeue_latency(Path(tmp), env, "scontrol",
-                                                                    True)  # fmt: skip
-            out["requeue_s"]["scontrol"] = requeue_latency(Path(tmp), env, "scontrol", False)
-            out["requeue_s"]["signal"] = requeue_latency(Path(tmp), env, "signal", False)
+            requeue["scontrol_startnow"] = requeue_latency(python, tmp, env, "scontrol", True)
+            requeue["scontrol"] = requeue_latency(python, tmp, env, "scontrol", False)
+            requeue["signal"] = requeue_latency(python, tmp, env, "signal", False)
+    out["python"] = args.python
+    out["nodes"] = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t %G"], capture_output=True,
+                                  text=True).stdout.splitlines()  # fmt: skip
+    out["machine"] = machine()
     print(json.dumps(out, indent=2))
     write_json(args.json, out)
 
