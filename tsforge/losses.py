@@ -65,7 +65,7 @@ class Loss(nn.Module):
         if y_hat_BHCO.shape[-1] != self.n_outputs:
             raise UserError(
                 f"{type(self).__name__} needs {self.n_outputs} outputs per point but the model "
-                f"gives {y_hat_BHCO.shape[-1]}: build the model with n_outputs=loss.n_outputs"
+                f"gives {y_hat_BHCO.shape[-1]}: build the model with the loss's n_outputs"
             )
         return masked_mean(self.elementwise(y_hat_BHCO, y_BHC), mask_BHC)
 

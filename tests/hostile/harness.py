@@ -15,7 +15,8 @@ argument is "launch") in a private copy of the seed workspace (`conftest.py`: a 
 a trained run). `{name}` in an argument is replaced by that workspace path. After the run:
   * the exit code is the case's (2 bad input, 1 environment fault, 75 stopped);
   * nothing printed a traceback;
-  * a failing command wrote exactly one line to stderr, and it matches `says`;
+  * a failing command wrote exactly one line to stderr, and it matches `says` (a command
+    that succeeds with a warning too, when the case gives `says`);
   * every file that was in the workspace before is still there, unchanged, unless it matches
     one of `changes` (globs relative to the workspace);
   * no new file or folder appeared, unless it matches one of `creates`, and no temporary file
@@ -42,7 +43,7 @@ class Case:
     id: str
     argv: Sequence[str]
     code: int
-    says: str = ""  # a regex the one stderr line must match (failing cases)
+    says: str = ""  # a regex the one stderr line must match (failures, warnings)
     prepare: Callable[[Path], None] | None = None  # makes the hostile input in the workspace
     after: Callable[[Path], None] | None = None  # checks what is left on disk
     changes: Sequence[str] = ()  # globs of existing files the command may change or remove
@@ -101,7 +102,7 @@ def check(case: Case, workspace: Path) -> subprocess.CompletedProcess:
     said = f"\n--- exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     assert proc.returncode == case.code, said
     assert "Traceback" not in proc.stdout + proc.stderr, said
-    if case.code != 0:
+    if case.code != 0 or case.says:  # a failure, or a warning that a success must give
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1, f"expected one line on stderr{said}"
         assert re.search(case.says, lines[0]), f"stderr does not match {case.says!r}{said}"

@@ -154,7 +154,7 @@ def test_errors_say_what_to_fix():
         build_loss("quantile", quantiles=[0.5, 1.2])
     with pytest.raises(UserError, match="loss 'mae'"):
         build_loss("mae", delta=1.0)
-    with pytest.raises(UserError, match="n_outputs=loss.n_outputs"):
+    with pytest.raises(UserError, match="build the model with the loss's n_outputs"):
         build_loss("quantile")(torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1))
     with pytest.raises(UserError, match="point loss"):
         build_loss("mse").quantiles(torch.zeros(1, 2, 1, 1), [0.5])

@@ -24,16 +24,16 @@ def add_parser(sub) -> None:
 
 
 def _handler(args) -> int:
-    from tsforge.train.runs import differing_keys, find_runs, summarize, table
+    from tsforge.train.runs import differing_keys, find_runs, rows, table
 
-    rows = [summarize(run) for run in find_runs(args.dirs)]
-    keys = differing_keys(rows) if args.compare else []
+    table_rows = rows(find_runs(args.dirs))
+    keys = differing_keys(table_rows) if args.compare else []
     if args.json:
-        for row in rows:
+        for row in table_rows:
             row["config"] = (
                 {k: row["config"].get(k) for k in keys} if args.compare else row["config"]
             )
-        print(json.dumps({"differing": keys, "runs": rows}, indent=2, default=str))
+        print(json.dumps({"differing": keys, "runs": table_rows}, indent=2, default=str))
     else:
-        print(table(rows, keys))
+        print(table(table_rows, keys))
     return 0

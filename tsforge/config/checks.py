@@ -61,6 +61,21 @@ def _check_keys(cfg: DictConfig) -> None:
         raise UserError(f"{missing[0]} has no value: pass {missing[0]}=<value> on the command line")
 
 
+def check_saved(cfg: DictConfig, path: Path) -> None:
+    """A run's config.yaml read back (over the schema): the key checks of a launch, each
+    message naming the file. The file may have been edited; nothing in it is trusted."""
+    from tsforge.models import MODELS
+
+    try:
+        model = None if OmegaConf.is_missing(cfg, "model") else cfg.model
+        if not isinstance(model, DictConfig) or model.get("name") not in MODELS:
+            name = model.get("name") if isinstance(model, DictConfig) else model
+            raise UserError(f"model.name {name!r} is not one of {', '.join(MODELS)}")
+        _check_keys(cfg)
+    except (UserError, OmegaConfBaseException) as err:
+        raise UserError(f"{path}: {err}: restore the file, or train a new run") from None
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """The resolved config for these overrides (no sweeps), or a UserError naming the key."""
     register()

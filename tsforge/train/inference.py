@@ -52,6 +52,7 @@ from tsforge.train import builders
 from tsforge.train.checkpoint import load_checkpoint
 from tsforge.train.distributed import DistEnv
 from tsforge.train.precision import autocast_dtype, forecast
+from tsforge.train.rundir import read_config
 
 CHECKPOINTS = ("best", "latest")
 OUTPUT_SUFFIXES = (".csv", ".parquet")
@@ -83,16 +84,22 @@ def _train_hint(run_dir: Path) -> str:
 
 
 def _load_config(path: Path) -> DictConfig:
-    """The saved config over the schema, so a run saved before a key existed gets its default."""
+    """The saved config over the schema, so a run saved before a key existed gets its default;
+    checked as a launch checks it."""
+    from tsforge.config.checks import check_saved
     from tsforge.config.schema import Config
 
+    saved = read_config(path)  # a UserError naming the file when it is not a config
     try:
-        return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
     except (OmegaConfBaseException, ValueError) as err:
+        key = getattr(err, "full_key", None)
         raise UserError(
-            f"{path} does not read as a tsforge config ({type(err).__name__}: "
-            f"{str(err).splitlines()[0]}): it was written by another version of tsforge"
+            f"{path}: {key + ': ' if key else ''}{str(err).splitlines()[0]} (edited by hand, or "
+            f"written by another version of tsforge): restore the file, or train a new run"
         ) from None
+    check_saved(cfg, path)
+    return cfg
 
 
 def checkpoint_path(run_dir: Path, which: str = "best") -> tuple[Path, str]:

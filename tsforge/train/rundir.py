@@ -22,8 +22,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import tsforge
+from tsforge.errors import UserError
 from tsforge.train.distributed import DistEnv
 
 
@@ -37,8 +41,42 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+MAX_FILE_BYTES = 64 * 2**20  # the small files of a run directory; a bigger one is not ours
+
+
+def read_json(path: Path, kind: type = dict) -> Any:
+    """The JSON file at `path` (an empty `kind` when there is none); a UserError naming the
+    file when it is not JSON of that kind (cut short, edited by hand, not ours)."""
+    if not path.exists():
+        return kind()
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise UserError(f"{path} is {path.stat().st_size:,} bytes, far more than tsforge "
+                        f"writes there: restore it or remove it")
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError too
+        why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise UserError(f"{path} is not readable JSON ({why}): restore it or remove it") from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path} holds a JSON {type(value).__name__}, not the {kind.__name__} "
+                        f"tsforge writes: restore it or remove it")
+    return value
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """config.yaml as a plain dict, unresolved; a UserError naming the file when it is not a
+    mapping that YAML reads (OmegaConf's loader never builds Python objects from tags)."""
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise UserError(f"{path} is far larger than a config: restore it or remove it")
+    try:
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError, RecursionError) as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise UserError(f"{path} is not a readable config ({type(err).__name__}: {first}): "
+                        f"restore it or remove the run") from None
+    if not isinstance(node, dict):
+        raise UserError(f"{path} is not a mapping of config groups: restore it or remove the run")
+    return node
 
 
 def _git() -> dict[str, Any]:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from tsforge.errors import UserError
 from tsforge.train.checkpoint import CheckpointManager
+from tsforge.train.rundir import read_config, read_json
+
+TAIL_BYTES = 64 * 1024  # of metrics.jsonl, read for the last step
 
 
 def find_runs(dirs: list[str | Path]) -> list[Path]:
@@ -54,31 +56,42 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: node}
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except json.JSONDecodeError:
-        return {}
-
-
-def _last_step(run: Path) -> int | None:
+def steps_done(run: Path) -> int | None:
+    """The run's progress: the step of its last readable record in metrics.jsonl, else of its
+    newest step checkpoint; None before either exists."""
+    path = run / "metrics.jsonl"
+    if path.is_file():
+        with open(path, "rb") as f:  # the tail is enough: records are appended in step order
+            f.seek(max(0, path.stat().st_size - TAIL_BYTES))
+            lines = f.read().splitlines()
+        for line in reversed(lines):
+            try:
+                step = json.loads(line).get("step")
+            except (ValueError, AttributeError, RecursionError):
+                continue  # the first line of the tail, or a record cut short
+            if isinstance(step, int) and not isinstance(step, bool):
+                return step
     steps = [int(p.stem.split("_")[1]) for p in CheckpointManager(run).step_files()]
     return max(steps) if steps else None
 
 
 def summarize(run: Path) -> dict[str, Any]:
-    """One row: status, steps, best validation, test metrics, throughput, flat config."""
-    config = _flat(OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=False))
-    final = _read_json(run / "metrics.json")
-    meta = _read_json(run / "meta.json")
+    """One row: status, steps, best validation, test metrics, throughput, flat config.
+
+    A UserError naming the file when config.yaml, metrics.json or meta.json is not what
+    tsforge wrote (`rows` turns that into a warning and skips the run)."""
+    config = _flat(read_config(run / "config.yaml"))
+    final = read_json(run / "metrics.json")
+    meta = read_json(run / "meta.json")
     if final:
         status, steps = "finished", final.get("steps")
     else:
-        steps = _last_step(run)
+        steps = steps_done(run)
         status = "running/stopped" if steps is not None else "started"
-    test = final.get("test", {})
-    naive = final.get("baseline", {}).get("seasonal_naive", {})
-    best_val = final.get("best_val", {})
+    test = _dict(final.get("test"))
+    naive = _dict(_dict(final.get("baseline")).get("seasonal_naive"))
+    best_val = _dict(final.get("best_val"))
+    resumes = meta.get("resumes", [])
     return {
         "run": str(run),
         "status": status,
@@ -88,9 +101,31 @@ def summarize(run: Path) -> dict[str, Any]:
         "test_mae": test.get("mae"),
         "naive_mse": naive.get("mse"),
         "windows_per_s": final.get("train_windows_per_s"),
-        "resumes": len(meta.get("resumes", [])),
+        "resumes": len(resumes) if isinstance(resumes, list) else 0,
         "config": config,
     }
+
+
+def rows(runs: list[Path], warn=None) -> list[dict[str, Any]]:
+    """`summarize` of each run; a run whose files do not read is skipped, with one line to
+    `warn` (stderr by default) naming the file. When none reads: a UserError, the first's."""
+    warn = warn or (lambda text: print(text, file=sys.stderr))
+    out, skipped = [], []
+    for run in runs:
+        try:
+            out.append(summarize(run))
+        except UserError as err:
+            skipped.append(f"skipped {run}: {err}")
+    if not out:
+        more = f" (and {len(skipped) - 1} more runs that do not read)" if len(skipped) > 1 else ""
+        raise UserError(f"no run could be read: {skipped[0]}{more}")
+    for line in skipped:
+        warn(f"tsforge: warning: {line}")
+    return out
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def differing_keys(rows: list[dict[str, Any]]) -> list[str]:

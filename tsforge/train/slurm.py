@@ -55,6 +55,7 @@ from submitit.helpers import Checkpointable
 from tsforge.errors import EXIT_FAILURE, EXIT_REQUEUE, EXIT_USAGE, UserError
 
 STOP_SIGNALS = ("USR1", "USR2")  # the loop stops on both; TERM is SLURM's own "end now"
+JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
             "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED"}  # fmt: skip
 
@@ -89,9 +90,19 @@ def gpus_in_gres(gres: str) -> int:
     return sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
 
 
+def check_job_id(job_id: Any, source: str) -> str:
+    """A SLURM job id as tsforge records them ('1234', or '1234_5' for an array element), or a
+    UserError naming `source`: a value read from a file never reaches a command unchecked."""
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise UserError(f"{source}: {str(job_id)[:40]!r} is not a SLURM job id (digits, or "
+                        f"digits_digits for an array element): restore the file or remove it")
+    return job_id
+
+
 def job_state(job_id: str) -> str | None:
     """RUNNING, PENDING, COMPLETED, FAILED, ...: from `squeue` while SLURM holds the job in
     memory, then from `sacct`; None when neither knows it (yet)."""
+    check_job_id(job_id, "job id")
     try:
         state = _slurm("squeue", "-h", "-j", job_id, "-o", "%T", timeout=15).strip()
     except UserError:  # squeue refuses ids it has forgotten
@@ -104,6 +115,11 @@ def job_state(job_id: str) -> str | None:
         return None
     states = [s.split()[0] for s in lines.splitlines() if s.strip()]
     return states[-1] if states else None
+
+
+def cancel_job(job_id: str) -> None:
+    """`scancel` the job; a UserError with SLURM's words when it refuses."""
+    _slurm("scancel", check_job_id(job_id, "job id"))
 
 
 # -- checks before submission ---------------------------------------------------------------
