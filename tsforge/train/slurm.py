@@ -196,9 +196,10 @@ def sbatch_parameters(launcher: DictConfig, partition: str, job_name: str) -> di
 
 
 def _gpu_binding(launcher: DictConfig) -> list[str]:
-    """One GPU per task: by default SLURM lets every task of a step see all the node's GPUs,
-    and DDP ranks would then share the first one. `per_task:1` gives the tasks of a node
-    their own GPU in order (`CUDA_VISIBLE_DEVICES`), on every cluster, whatever its cgroups."""
+    """One GPU per task: by default every task of a step sees all of its node's GPUs.
+    `per_task:1` gives the tasks of a node one GPU each, in order: each task's
+    `CUDA_VISIBLE_DEVICES` names only its own, so no rank can touch another's and the rank
+    picks the one device it sees (`init_distributed`), with or without cgroups."""
     return ["--gpu-bind=per_task:1"] if launcher.gpus_per_node else []
 
 
