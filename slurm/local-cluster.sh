@@ -199,13 +199,20 @@ hosts_down() {
         rm -f "$uts"
     done
     rmdir "$UTS_DIR" "${UTS_DIR%/*}" 2>/dev/null || true
-    # A cable whose node is gone is gone too; one left by an interrupted `up` is removed here.
-    while read -r link; do
-        ip link del "$link"
-    done < <(ip -o link show | awk -F': ' -v v="$VETH" 'index($2, v) == 1 {sub(/@.*/, "", $2); print $2}')
+    # A cable goes with its node's namespace, but the kernel frees a namespace a moment after
+    # `ip netns del` returns: delete what is still listed (it may vanish meanwhile) and wait
+    # until none is left. One left by an interrupted `up` goes the same way.
+    for link in $(veths); do ip link del "$link" 2>/dev/null || true; done
+    wait_for 30 "the nodes' links to go" no_veths
     if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; fi
     rm -rf "$DEV_DIR"
 }
+
+veths() {  # the bridge's ends of the nodes' cables
+    ip -o link show | awk -F': ' -v v="$VETH" 'index($2, v) == 1 {sub(/@.*/, "", $2); print $2}'
+}
+
+no_veths() { [[ -z $(veths) ]]; }
 
 # -- tsforge's wheel, from this checkout -------------------------------------------------------
 build_wheel() {
