@@ -10,7 +10,8 @@
 
 Every subcommand module exposes `add_parser(subparsers)`; its handler returns an exit code.
 `UserError` becomes one line on stderr and exit code 2; a stop signal becomes exit code 130
-(see `interrupt.py`); nothing else is caught here.
+(see `interrupt.py`); an `OSError` (a full disk, a read-only folder: the machine, not the
+input) becomes one line naming its path and exit code 1; nothing else is caught here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import argparse
 import sys
 
 from tsforge.cli import interrupt
-from tsforge.errors import EXIT_USAGE, UserError
+from tsforge.errors import EXIT_FAILURE, EXIT_USAGE, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,12 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tsforge: interrupted", file=sys.stderr)
         return 130
-    except Exception:
-        if not interrupt.received():
+    except Exception as err:
+        if interrupt.received():
+            # The stop surfaced as another error from inside C code; the clean-up has run.
+            print("tsforge: interrupted", file=sys.stderr)
+            return 130
+        if not isinstance(err, OSError):
             raise
-        # The stop surfaced as another error from inside C code; the clean-up has run.
-        print("tsforge: interrupted", file=sys.stderr)
-        return 130
+        where = f"{err.filename}: " if err.filename else ""
+        why = " ".join(str(err.strerror or err).split())  # one line, whatever the library said
+        print(f"tsforge: error: {where}{why}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

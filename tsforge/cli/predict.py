@@ -43,13 +43,15 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", help="a run directory (hydra.run.dir of python -m tsforge.launch)")
     p.add_argument("--input", required=True,
                    help="a store, or a .csv / .parquet file laid out like the run's data")
-    p.add_argument("--output", required=True, help="a .parquet or .csv file to write")
+    p.add_argument("--output", required=True,
+                   help="a .parquet or .csv file to write, in an existing folder")
     p.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
                    help="best (default; latest if the run has no best) or latest")
     p.add_argument("--quantiles", type=_levels, default=None,
                    help="levels to write for a probabilistic model, e.g. 0.05,0.5,0.95 "
                    "(default: the loss's own)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output file (never a folder or an input)")
     ingest = p.add_argument_group("CSV / Parquet input (as in 'tsforge data ingest')")
     ingest.add_argument("--format", default="long", choices=FORMATS)
     ingest.add_argument("--id-col", default="unique_id", help="series id column (long format)")
@@ -57,6 +59,10 @@ def add_parser(sub) -> None:
     ingest.add_argument("--on-gap", default="error", choices=ON_GAP,
                         help="what a missing step does: refuse it, or fill it (nan, ffill)")
     ingest.add_argument("--ignore-cols", type=_names, default=(), help="columns to leave out")
+    ingest.add_argument("--freq", default=None,
+                        help="the input's frequency (default: inferred); it must be the run's")
+    ingest.add_argument("--time-format", default=None,
+                        help="strptime format of the timestamps (default: detected)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=_predict)
 
@@ -71,7 +77,7 @@ def _predict(args) -> int:
             load_run(args.run_dir, args.checkpoint), args.input, args.output,
             quantiles=args.quantiles, overwrite=args.overwrite, format=args.format,
             id_col=args.id_col, time_col=args.time_col, on_gap=args.on_gap,
-            ignore_cols=args.ignore_cols,
+            ignore_cols=args.ignore_cols, freq=args.freq, time_format=args.time_format,
         )  # fmt: skip
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
