@@ -33,7 +33,7 @@ def _levels(text: str) -> tuple[float, ...]:
 
 def add_parser(sub) -> None:
     from tsforge.data.ingest import FORMATS, ON_GAP
-    from tsforge.train.inference import CHECKPOINTS
+    from tsforge.train import CHECKPOINTS
 
     p = sub.add_parser(
         "predict",

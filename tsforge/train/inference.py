@@ -49,12 +49,11 @@ from tsforge.data.store import Store
 from tsforge.data.windows import WindowIndex
 from tsforge.errors import UserError
 from tsforge.models import MODELS
-from tsforge.train import builders
+from tsforge.train import CHECKPOINTS, builders
 from tsforge.train.checkpoint import load_checkpoint
 from tsforge.train.distributed import DistEnv
 from tsforge.train.precision import autocast_dtype, forecast
 
-CHECKPOINTS = ("best", "latest")
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 # Levels reported for distribution losses (normal, studentt), which have no trained levels.
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
