@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.hostile.harness import unmount_all
+
 pytestmark = pytest.mark.integration
 
 H = 12
@@ -64,7 +66,9 @@ def seed(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def workspace(seed, tmp_path) -> Path:
-    """A private copy of the seed workspace for one case."""
+    """A private copy of the seed workspace for one case; what its case mounted in it is
+    unmounted afterwards."""
     ws = tmp_path / "ws"
     shutil.copytree(seed, ws, symlinks=True)
-    return ws
+    yield ws
+    unmount_all()
