@@ -272,6 +272,13 @@ def _open_input(src: Path, train: Store, tmp: Path, ingest_options: dict) -> Sto
     else:
         from tsforge.data.ingest import ingest
 
+        freq = ingest_options["freq"]
+        if freq is not None and Freq.parse(freq, train.time_unit) != _freq(train):
+            raise UserError(
+                f"--freq {freq} is not the run's frequency {train.freq}: give input at the "
+                "training frequency (or leave --freq out to have it inferred)"
+            )
+
         roles = train.roles
         _check_columns(src, roles, ingest_options)
         out = tmp / "input.zarr"
