@@ -11,8 +11,7 @@ left (see harness.py). Cases that mount a tmpfs skip when not run as root.
 from __future__ import annotations
 
 import gzip
-import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.hostile.harness import Case, check, fill_disk, read_only, tmpfs
+from tests.hostile.harness import Case, check
+from tests.hostile.inputs import (
+    Prepare,
+    copy,
+    edit_meta,
+    fifo,
+    folder_with_a_file,
+    full_disk,
+    link,
+    read_only_disk,
+    rewrite,
+    series,
+    write,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +42,7 @@ OK = [*INGEST, DATA, "--out", "{new.zarr}"]  # a valid command, spoilt by one ex
 HEAD = "unique_id,ds,y\n"
 
 
-# -- hostile inputs, made in the workspace ----------------------------------------------------
-def write(name: str, data: bytes | str) -> callable:
-    def prepare(ws: Path) -> None:
-        path = ws / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
-
-    return prepare
-
-
+# -- hostile inputs of ingest's own (the common ones are in inputs.py) --------------------------
 def truncated_gz(ws: Path) -> None:
     packed = gzip.compress((ws / "data.csv").read_bytes())
     (ws / "cut.csv.gz").write_bytes(packed[: len(packed) // 2])
@@ -58,89 +61,30 @@ def damaged_pages(ws: Path) -> None:
     (ws / "bad.parquet").write_bytes(raw)
 
 
-def mixed_schemas(ws: Path) -> None:
-    (ws / "parts").mkdir()
-    pq.write_table(table(), ws / "parts" / "a.parquet")
-    other = table().set_column(1, "ds", pa.array([f"day {i}" for i in range(200)]))
-    pq.write_table(other, ws / "parts" / "b.parquet")
-
-
-def missing_column_part(ws: Path) -> None:
-    (ws / "parts").mkdir()
-    pq.write_table(table(), ws / "parts" / "a.parquet")
-    pq.write_table(table().drop_columns(["y"]), ws / "parts" / "b.parquet")
-
-
-def fifo(ws: Path) -> None:
-    os.mkfifo(ws / "pipe.csv")
-
-
-def dev_zero(ws: Path) -> None:
-    (ws / "zero.csv").symlink_to("/dev/zero")
-
-
-def folder_with_a_file(ws: Path) -> None:
-    (ws / "keep").mkdir()
-    (ws / "keep" / "notes.txt").write_text("not a store\n")
-
-
-def input_in_a_folder(ws: Path) -> None:
-    (ws / "sub").mkdir()
-    (ws / "sub" / "data.csv").write_bytes((ws / "data.csv").read_bytes())
-
-
-def link_to_store(ws: Path) -> None:
-    (ws / "link.zarr").symlink_to(ws / "store.zarr")
-
-
-def input_inside_store(ws: Path) -> None:
-    (ws / "store.zarr" / "data.csv").write_bytes((ws / "data.csv").read_bytes())
-
-
-def gappy(ws: Path) -> None:
-    """A CSV that fails late: after its rows are read, when series are written."""
-    lines = (ws / "data.csv").read_text().splitlines()
-    (ws / "gap.csv").write_text("\n".join(lines[:100] + lines[150:]) + "\n")
-
-
-def big_csv(ws: Path, n: int = 400_000) -> None:
-    """Enough rows that ingest is still reading when a signal comes."""
-    hours = np.arange(n) % (n // 4)
-    ds = (np.datetime64("2020-01-01T00", "h") + hours).astype("M8[s]").astype(str)
-    ids = np.repeat(np.array(list("abcd")), n // 4)
-    rows = np.char.add(np.char.add(np.char.add(ids, ","), np.char.replace(ds, "T", " ")), ",1.5")
-    (ws / "big.csv").write_text(HEAD + "\n".join(rows.tolist()) + "\n")
-
-
-def edit_meta(change) -> callable:
-    """Damage store.zarr's zarr.json by hand, as a user's editor could."""
+def parts(second: pa.Table) -> Prepare:
+    """A folder of two Parquet files: a good one, then `second`."""
 
     def prepare(ws: Path) -> None:
-        path = ws / "store.zarr" / "zarr.json"
-        doc = json.loads(path.read_text())
-        change(doc["attributes"])
-        path.write_text(json.dumps(doc))
+        (ws / "parts").mkdir()
+        pq.write_table(table(), ws / "parts" / "a.parquet")
+        pq.write_table(second, ws / "parts" / "b.parquet")
 
     return prepare
 
 
-def full_disk(ws: Path, leave_kib: int = 0) -> None:
-    fill_disk(tmpfs(ws / "disk"), leave_kib)
+def without_rows(first: int, last: int) -> Prepare:
+    """gap.csv: data.csv without some rows, a CSV that fails late, when series are written."""
+
+    def cut(text: str) -> str:
+        lines = text.splitlines()
+        return "\n".join(lines[:first] + lines[last:]) + "\n"
+
+    return rewrite("gap.csv", cut)
 
 
-def store_on_full_disk(ws: Path) -> None:
-    import shutil
+def store_of(name: str, n_series: int) -> Callable[[Path], None]:
+    """What is left: a store that opens, with `n_series` series."""
 
-    shutil.copytree(ws / "store.zarr", tmpfs(ws / "disk") / "store.zarr")
-    fill_disk(ws / "disk", leave_kib=8)
-
-
-def read_only_disk(ws: Path) -> None:
-    read_only(tmpfs(ws / "disk"))
-
-
-# -- what is left ----------------------------------------------------------------------------
-def store_of(name: str, n_series: int) -> callable:
     def after(ws: Path) -> None:
         from tsforge.data.store import Store
 
@@ -148,6 +92,10 @@ def store_of(name: str, n_series: int) -> callable:
 
     return after
 
+
+STRING_TIME = table().set_column(1, "ds", pa.array([f"day {i}" for i in range(200)]))
+GAP = without_rows(100, 150)
+SUB = copy("data.csv", "sub/data.csv")
 
 
 CASES = [
@@ -159,27 +107,27 @@ CASES = [
     Case("out-is-the-input", [*INGEST, DATA, "--out", DATA, "--overwrite"],
          code=2, says=r"is the input .*data\.csv"),
     Case("out-holds-the-input", [*INGEST, "{sub/data.csv}", "--out", "{sub}", "--overwrite"],
-         code=2, says=r"is the input .* or holds it", prepare=input_in_a_folder),
+         code=2, says=r"is the input .* or holds it", prepare=SUB),
     Case("out-is-a-store-holding-the-input",
          [*INGEST, "{store.zarr/data.csv}", "--out", "{store.zarr}", "--overwrite"],
-         code=2, says=r"is the input", prepare=input_inside_store),
+         code=2, says=r"is the input", prepare=copy("data.csv", "store.zarr/data.csv")),
     Case("out-is-a-folder-not-a-store", [*INGEST, DATA, "--out", "{keep}", "--overwrite"],
          code=2, says=r"keep is not a tsforge store, so --overwrite will not replace it",
-         prepare=folder_with_a_file),
+         prepare=folder_with_a_file("keep")),
     Case("out-is-a-link", [*INGEST, DATA, "--out", "{link.zarr}", "--overwrite"],
-         code=2, says=r"is a symbolic link", prepare=link_to_store),
+         code=2, says=r"is a symbolic link", prepare=link("link.zarr", "store.zarr")),
     Case("out-exists", [*INGEST, DATA, "--out", "{store.zarr}"],
          code=2, says=r"already exists: pass --overwrite"),
     Case("out-under-a-file", [*INGEST, DATA, "--out", "{data.csv}/x.zarr"],
          code=2, says=r"data\.csv is not a folder"),
     Case("overwrite-a-store", [*INGEST, "{sub/data.csv}", "--out", "{store.zarr}", "--overwrite"],
-         code=0, prepare=input_in_a_folder, changes=["store.zarr"],
+         code=0, prepare=SUB, changes=["store.zarr"],
          after=store_of("store.zarr", 3)),
     Case("overwrite-fails-late-old-store-kept",
          [*INGEST, "{gap.csv}", "--out", "{store.zarr}", "--overwrite"],
-         code=2, says=r"gap\.csv rows .* skips", prepare=gappy),
+         code=2, says=r"gap\.csv rows .* skips", prepare=GAP),
     Case("failure-removes-the-folders-it-made", [*INGEST, "{gap.csv}", "--out", "{a/b/c.zarr}"],
-         code=2, says=r"skips", prepare=gappy),
+         code=2, says=r"skips", prepare=GAP),
     # the input: damaged, empty, not text, not a file, odd values
     Case("truncated-gzip", [*INGEST, "{cut.csv.gz}", "--out", "{new.zarr}"],
          code=2, says=r"cut\.csv\.gz cannot be read as CSV .* truncated", prepare=truncated_gz),
@@ -189,9 +137,11 @@ CASES = [
     Case("parquet-with-damaged-pages", [*INGEST, "{bad.parquet}", "--out", "{new.zarr}"],
          code=2, says=r"bad\.parquet cannot be read as Parquet", prepare=damaged_pages),
     Case("parquet-folder-of-two-time-types", [*INGEST, "{parts}", "--out", "{new.zarr}"],
-         code=2, says=r"b\.parquet: ds holds string unlike earlier files", prepare=mixed_schemas),
+         code=2, says=r"b\.parquet: ds holds string unlike earlier files",
+         prepare=parts(STRING_TIME)),
     Case("parquet-folder-part-lacks-a-column", [*INGEST, "{parts}", "--out", "{new.zarr}"],
-         code=2, says=r"b\.parquet has no column 'y'", prepare=missing_column_part),
+         code=2, says=r"b\.parquet has no column 'y'",
+         prepare=parts(table().drop_columns(["y"]))),
     Case("empty-file", [*INGEST, "{empty.csv}", "--out", "{new.zarr}"],
          code=2, says=r"empty\.csv is empty", prepare=write("empty.csv", "")),
     Case("header-only", [*INGEST, "{head.csv}", "--out", "{new.zarr}"],
@@ -215,9 +165,10 @@ CASES = [
          code=2, says=r"series 'a' runs from .* further apart",
          prepare=write("far.csv", HEAD + "a,-9223372036854775807,1\na,9223372036854775807,2\n")),
     Case("a-pipe", [*INGEST, "{pipe.csv}", "--out", "{new.zarr}"],
-         code=2, says=r"pipe\.csv is not a regular file", prepare=fifo, timeout=60),
+         code=2, says=r"pipe\.csv is not a regular file", prepare=fifo("pipe.csv"), timeout=60),
     Case("dev-zero", [*INGEST, "{zero.csv}", "--out", "{new.zarr}"],
-         code=2, says=r"zero\.csv is not a regular file", prepare=dev_zero, timeout=60),
+         code=2, says=r"zero\.csv is not a regular file", prepare=link("zero.csv", "/dev/zero"),
+         timeout=60),
     Case("input-does-not-exist", [*INGEST, "{nope.csv}", "--out", "{new.zarr}"],
          code=2, says=r"nope\.csv does not exist"),
     # options out of range
@@ -233,18 +184,20 @@ CASES = [
          code=2, says=r"--split .*'horizon' must be a whole number"),
     # the disk written to fails: exit 1, the path named, nothing left behind
     Case("disk-full", [*INGEST, DATA, "--out", "{disk/new.zarr}"],
-         code=1, says=r"disk/new\.zarr: No space left on device", prepare=full_disk),
+         code=1, says=r"disk/new\.zarr: No space left on device", prepare=full_disk()),
     Case("disk-fills-while-writing", [*INGEST, DATA, "--out", "{disk/new.zarr}"],
          code=1, says=r"disk/new\.zarr: No space left on device",
-         prepare=lambda ws: full_disk(ws, leave_kib=40)),
+         prepare=full_disk(leave_kib=40)),
     Case("disk-full-old-store-kept", [*INGEST, DATA, "--out", "{disk/store.zarr}", "--overwrite"],
-         code=1, says=r"disk/store\.zarr: No space left", prepare=store_on_full_disk),
+         code=1, says=r"disk/store\.zarr: No space left",
+         prepare=full_disk(leave_kib=8, keep="store.zarr")),
     Case("read-only-folder", [*INGEST, DATA, "--out", "{disk/new.zarr}"],
-         code=1, says=r"disk/new\.zarr: Read-only file system", prepare=read_only_disk),
+         code=1, says=r"disk/new\.zarr: Read-only file system", prepare=read_only_disk()),
     # a stop signal mid-way: exit 130, nothing half-written (the old store kept)
     Case("sigterm-while-reading", [*INGEST, "{big.csv}", "--out", "{store.zarr}", "--overwrite",
                                    "--piece-rows", "2000"],
-         code=130, says=r"interrupted", prepare=big_csv, signal_when=".store.zarr.spill-*"),
+         code=130, says=r"interrupted", prepare=series("big.csv", length=130_000),
+         signal_when=".store.zarr.spill-*"),
     # `data info`: only a store
     Case("info-missing-path", ["data", "info", "{nope.zarr}"], code=2,
          says=r"nope\.zarr does not exist"),
@@ -257,13 +210,13 @@ CASES = [
          prepare=write("store.zarr/zarr.json", '{"attributes": {')),
     Case("info-roles-removed", ["data", "info", "{store.zarr}"], code=2,
          says=r"store\.zarr is not a tsforge store \(its metadata has no 'roles'",
-         prepare=edit_meta(lambda a: a.pop("roles"))),
+         prepare=edit_meta("store.zarr", lambda a: a.pop("roles"))),
     Case("info-roles-wrong-type", ["data", "info", "{store.zarr}"], code=2,
          says=r"its metadata 'roles' is not a dict",
-         prepare=edit_meta(lambda a: a.update(roles="y"))),
+         prepare=edit_meta("store.zarr", lambda a: a.update(roles="y"))),
     Case("info-series-count-lies", ["data", "info", "{store.zarr}"], code=2,
          says=r"store\.zarr is not a tsforge store \(ValueError: indptr has shape",
-         prepare=edit_meta(lambda a: a.update(n_series=7))),
+         prepare=edit_meta("store.zarr", lambda a: a.update(n_series=7))),
 ]  # fmt: skip
 
 
