@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(err, OSError):
             raise
         where = f"{err.filename}: " if err.filename else ""
-        why = " ".join(str(err.strerror or err).split())  # one line, whatever the library said
-        print(f"tsforge: error: {where}{why}", file=sys.stderr)
+        line = " ".join(f"{where}{err.strerror or err}".split())  # one line, whatever it holds
+        print(f"tsforge: error: {line}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -365,7 +365,7 @@ class Store:
         try:
             self.group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
             self.attrs = dict(self.group.attrs)
-            self.values = self.group["values"]
+            self.values = _Values(self.group["values"], self.path)
             indptr = self.group["indptr"]
             if indptr.shape != (attrs["n_series"] + 1,):  # before reading it whole
                 raise ValueError(f"indptr has shape {indptr.shape}")
@@ -486,6 +486,28 @@ class Store:
             "splits": self.splits,
             "schema_version": self.attrs["schema_version"],
         }
+
+
+class _Values:
+    """A store's `values` array, read as Zarr reads it, except that a damaged chunk is a
+    `UserError` naming the store rather than a decoder's error deep inside a command."""
+
+    def __init__(self, array, path: Path):
+        self._array, self._path = array, path
+
+    def __getitem__(self, key) -> np.ndarray:
+        try:
+            return self._array[key]
+        except (RuntimeError, ValueError, zarr.errors.BaseZarrError) as err:
+            raise UserError(
+                f"store {self._path} has a damaged chunk of values ({type(err).__name__}: "
+                f"{err}): re-create it with 'tsforge data ingest'"
+            ) from None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # not delegated: copying and pickling find no loop
+            raise AttributeError(name)
+        return getattr(self._array, name)
 
 
 def open_store(path: str | os.PathLike) -> Store:
