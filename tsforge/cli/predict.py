@@ -8,8 +8,11 @@ The input is a store, or a CSV / Parquet file laid out like the run's data (the 
 store's column roles and frequency are applied; it is ingested to a temporary store that is
 deleted afterwards). Forecasts start after each series' last target value; a model that reads
 future-known covariates needs the H rows after it, with the covariates filled and the target
-empty. The output is long: `unique_id, ds, <model>[, <model>-q-<level>...]`, written to a
-temporary file and renamed, so a failure leaves no output. See `tsforge.train.inference`.
+empty. Input at another frequency than the run's is refused (`--freq` names the input's, else
+it is inferred). The output is long: `unique_id, ds, <model>[, <model>-q-<level>...]`,
+written to a temporary file in --output's folder (which must exist) and renamed, so a failure
+leaves no output; `--overwrite` replaces a file, never a folder, a link or the input. See
+`tsforge.train.inference`.
 """
 
 from __future__ import annotations

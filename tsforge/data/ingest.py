@@ -113,6 +113,8 @@ def ingest(
     is refused. `time_format` is a strptime format for text timestamps (default: detected
     from the first row). `series_id` names the one series of wide input (default: the file
     name without its extensions). `piece_rows` bounds the rows held in memory at once.
+    `overwrite` lets an existing store at `out` be replaced (only a store; see the module's
+    docstring); folders missing above `out` are made, and removed again on failure.
     """
     t0 = time.perf_counter()
     target = None if target is None else _names(target)

@@ -372,6 +372,9 @@ class Store:
             self.indptr: np.ndarray = indptr[:]
             self.roles = ColumnRoles(**attrs["roles"])
             self._check_layout()
+        except MemoryError:  # numpy refuses the claimed size before allocating anything
+            raise _not_a_store(self.path, f"its metadata claims {attrs['n_series']:,} series, "
+                               "more than memory holds") from None  # fmt: skip
         except (KeyError, ValueError, TypeError, OSError, zarr.errors.BaseZarrError) as err:
             raise _not_a_store(self.path, f"{type(err).__name__}: {err}") from None
         self._cache: dict[str, np.ndarray] = {}
