@@ -237,6 +237,11 @@ class CsvSource:
         if not head.strip():
             raise UserError(f"{self.display} is empty: give a file with a header and data rows")
         end = head.find(b"\n")
+        if end < 0 and b"\r" in head:
+            raise UserError(
+                f"{self.display} ends its lines with a carriage return alone: save it with "
+                "\\n (or \\r\\n) line ends"
+            )
         if end < 0 and len(head) == _HEAD_BYTES:
             raise UserError(
                 f"{self.display} has no line break in its first {_HEAD_BYTES >> 20} MiB, so it "

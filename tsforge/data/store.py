@@ -63,6 +63,8 @@ _ATTR_TYPES = {
     "fingerprint": str,
     "n_series": int,
 }
+# What Zarr and its codecs raise for a chunk that does not decode (blosc: RuntimeError).
+_DAMAGED = (RuntimeError, ValueError, zarr.errors.BaseZarrError)
 _MAX_META_BYTES = 16 << 20  # a store's zarr.json is a few KiB; never read a huge one whole
 
 
@@ -375,7 +377,7 @@ class Store:
         except MemoryError:  # numpy refuses the claimed size before allocating anything
             raise _not_a_store(self.path, f"its metadata claims {attrs['n_series']:,} series, "
                                "more than memory holds") from None  # fmt: skip
-        except (KeyError, ValueError, TypeError, OSError, zarr.errors.BaseZarrError) as err:
+        except (*_DAMAGED, KeyError, TypeError, OSError) as err:
             raise _not_a_store(self.path, f"{type(err).__name__}: {err}") from None
         self._cache: dict[str, np.ndarray] = {}
 
@@ -442,7 +444,10 @@ class Store:
 
     def _series(self, name: str) -> np.ndarray:
         if name not in self._cache:
-            self._cache[name] = self.group[f"series/{name}"][:]
+            try:
+                self._cache[name] = self.group[f"series/{name}"][:]
+            except (*_DAMAGED, KeyError) as err:
+                raise _damaged(self.path, f"series/{name}", err) from None
         return self._cache[name]
 
     @property
@@ -501,11 +506,8 @@ class _Values:
     def __getitem__(self, key) -> np.ndarray:
         try:
             return self._array[key]
-        except (RuntimeError, ValueError, zarr.errors.BaseZarrError) as err:
-            raise UserError(
-                f"store {self._path} has a damaged chunk of values ({type(err).__name__}: "
-                f"{err}): re-create it with 'tsforge data ingest'"
-            ) from None
+        except _DAMAGED as err:
+            raise _damaged(self._path, "values", err) from None
 
     def __getattr__(self, name: str):
         if name.startswith("_"):  # not delegated: copying and pickling find no loop
@@ -515,6 +517,11 @@ class _Values:
 
 def open_store(path: str | os.PathLike) -> Store:
     return Store(path)
+
+
+def _damaged(path: Path, array: str, err: Exception) -> UserError:
+    return UserError(f"store {path} has a damaged chunk of {array} ({type(err).__name__}: "
+                     f"{err}): re-create it with 'tsforge data ingest'")  # fmt: skip
 
 
 def _not_a_store(path: Path, why: str) -> UserError:
