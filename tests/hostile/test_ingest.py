@@ -185,12 +185,15 @@ CASES = [
     # the disk written to fails: exit 1, the path named, nothing left behind
     Case("disk-full", [*INGEST, DATA, "--out", "{disk/new.zarr}"],
          code=1, says=r"disk/new\.zarr: No space left on device", prepare=full_disk()),
+    Case("disk-full-as-the-store-opens", [*INGEST, DATA, "--out", "{disk/new.zarr}"],
+         code=1, says=r"disk/new\.zarr: No space left on device",
+         prepare=full_disk(leave_kib=24)),
     Case("disk-fills-while-writing", [*INGEST, DATA, "--out", "{disk/new.zarr}"],
          code=1, says=r"disk/new\.zarr: No space left on device",
          prepare=full_disk(leave_kib=40)),
     Case("disk-full-old-store-kept", [*INGEST, DATA, "--out", "{disk/store.zarr}", "--overwrite"],
          code=1, says=r"disk/store\.zarr: No space left",
-         prepare=full_disk(leave_kib=8, keep="store.zarr")),
+         prepare=full_disk(leave_kib=40, keep="store.zarr")),
     Case("read-only-folder", [*INGEST, DATA, "--out", "{disk/new.zarr}"],
          code=1, says=r"disk/new\.zarr: Read-only file system", prepare=read_only_disk()),
     # a stop signal mid-way: exit 130, nothing half-written (the old store kept)

@@ -12,6 +12,7 @@ nothing half-written is left (see harness.py). Cases that mount a tmpfs skip whe
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 import pyarrow.csv as pacsv
@@ -127,10 +128,10 @@ CASES = [
          code=1, says=r"disk/f\.csv: No space left on device", prepare=full_disk()),
     Case("read-only-folder", [*FROM_CSV, "{disk/f.csv}"],
          code=1, says=r"disk/f\.csv: Read-only file system", prepare=read_only_disk()),
-    # a stop signal while the input is read: exit 130, no output, no temporary store
-    Case("sigterm-while-reading", [*PREDICT, "{big.csv}", "--output", "{f.csv}"],
+    # Ctrl-C while the input is read: exit 130, no output, no temporary store
+    Case("sigint-while-reading", [*PREDICT, "{big.csv}", "--output", "{f.csv}"],
          code=130, says=r"interrupted", prepare=series("big.csv", length=130_000),
-         signal_when=".f.csv.input-*/.input.zarr.spill-*"),
+         signal_when=".f.csv.input-*/.input.zarr.spill-*", signal=signal.SIGINT),
 ]  # fmt: skip
 
 
