@@ -109,3 +109,17 @@ def test_write_fault_names_the_output_and_the_way_out(tmp_path):
     assert full.filename == str(tmp_path / "s") and "free some space" in full.strerror
     ro = write_fault(OSError(errno.EROFS, "x"), tmp_path / "s", "--output")
     assert ro.strerror == "Read-only file system: choose another --output"
+
+
+def test_writing_removes_the_folders_it_made_and_names_the_output(tmp_path):
+    from tsforge.data.outputs import writing
+
+    made = missing_parents(tmp_path / "a" / "b" / "s.zarr", "--out")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    with pytest.raises(OSError) as err, writing(tmp_path / "a/b/s.zarr", "--out", made=made):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".x.spill-1"))
+    assert err.value.filename == str(tmp_path / "a/b/s.zarr") and not (tmp_path / "a").exists()
+    source = OSError(errno.EIO, "I/O error", "in.csv")  # reading the input: named as it is
+    with pytest.raises(OSError) as err, writing("s.zarr", "--out", reads=lambda e: True):
+        raise source
+    assert err.value is source

@@ -29,7 +29,6 @@ folders made for `out` are removed, and a store that `overwrite` was to replace 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -41,7 +40,7 @@ import numpy as np
 
 from tsforge.data import splits as splits_mod
 from tsforge.data.freq import Freq, format_time
-from tsforge.data.outputs import check_target, missing_parents, write_fault
+from tsforge.data.outputs import check_target, missing_parents, writing
 from tsforge.data.readers import Piece, open_source
 from tsforge.data.spill import Spill, record_dtype
 from tsforge.data.store import Codec, ColumnRoles, StoreWriter, is_store
@@ -155,7 +154,7 @@ def ingest(
         piece_rows=piece_rows,
         series_id=str(series_id),
     )
-    try:
+    with writing(out, "--out", made=made, reads=source.reads):
         out.parent.mkdir(parents=True, exist_ok=True)
         with Spill(out.parent, out.name, len(roles.value_columns), block_rows=piece_rows) as spill:
             job.read(
@@ -184,13 +183,6 @@ def ingest(
                 # for commit().
                 writer.freq = found.name
                 store = writer.commit(splits=split_spec)
-    except BaseException as err:
-        for folder in made:  # nearest first: each is empty once the one below it is gone
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        if isinstance(err, OSError) and not source.reads(err):
-            raise write_fault(err, out, "--out") from None
-        raise
     return IngestSummary(
         n_series=store.n_series,
         n_rows=store.n_timesteps,

@@ -3,8 +3,9 @@
     from tsforge.data.outputs import check_target, place, write_fault
     check_target(out, flag="--out", overwrite=True, inputs=[src], replaceable=is_store,
                  what="a tsforge store")        # before any work: UserError if refused
-    place(tmp, out)                             # the finished output, renamed into place
-    except OSError as err: raise write_fault(err, out, "--out")   # one line naming `out`
+    with writing(out, "--out", made=missing_parents(out, "--out")):
+        ...                                     # an OSError in here names `out`, exit 1
+        place(tmp, out)                         # the finished output, renamed into place
 
 Users hand tsforge their only copy of a dataset, so `--overwrite` replaces only what a
 command of the same kind wrote: never the current folder or one that holds it, never an input
@@ -16,12 +17,13 @@ renamed into place; a folder that replaces a folder is swapped with it atomicall
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tsforge.errors import UserError
@@ -118,6 +120,28 @@ def place(tmp: Path, path: Path) -> None:
             raise
         tmp = old
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def writing(
+    path: str | os.PathLike,
+    flag: str,
+    *,
+    made: Iterable[Path] = (),
+    reads: Callable[[OSError], bool] = lambda err: False,
+) -> Iterator[None]:
+    """The block that writes `path`: folders `made` for it (nearest first) go again if it
+    fails, and an `OSError` in it names `path` (`write_fault`) unless `reads(err)` says it is a
+    fault of reading an input, which names that input already."""
+    try:
+        yield
+    except BaseException as err:
+        for folder in made:  # each is empty once the one below it is gone
+            with contextlib.suppress(OSError):
+                Path(folder).rmdir()
+        if isinstance(err, OSError) and not reads(err):
+            raise write_fault(err, path, flag) from None
+        raise
 
 
 def write_fault(err: OSError, path: str | os.PathLike, flag: str) -> OSError:

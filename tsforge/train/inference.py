@@ -44,7 +44,7 @@ from tsforge.data import scaling as scaling_mod
 from tsforge.data import splits as splits_mod
 from tsforge.data.freq import Freq
 from tsforge.data.loader import WindowLoader, WindowSpec
-from tsforge.data.outputs import check_target, place, write_fault
+from tsforge.data.outputs import check_target, place, writing
 from tsforge.data.store import Store
 from tsforge.data.windows import WindowIndex
 from tsforge.errors import UserError
@@ -452,23 +452,20 @@ def predict(
     src, output = Path(src), Path(output)
     _check_output(output, overwrite, [src, run.store.path])
     levels = _levels(run.loss, quantiles)
-    try:
+    options = dict(format=format, id_col=id_col, time_col=time_col, on_gap=on_gap,
+                   ignore_cols=tuple(ignore_cols), freq=freq, time_format=time_format)  # fmt: skip
+
+    def reads(err: OSError) -> bool:  # a fault of reading the input or the training store
+        return err.filename is not None and any(
+            _under(Path(err.filename), p) for p in (src, run.store.path))
+
+    with writing(output, "--output", reads=reads):
         tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.input-", dir=output.parent))
-    except OSError as err:
-        raise write_fault(err, output, "--output") from None
-    try:
-        options = dict(format=format, id_col=id_col, time_col=time_col, on_gap=on_gap,
-                       ignore_cols=tuple(ignore_cols), freq=freq,
-                       time_format=time_format)  # fmt: skip
-        store = _open_input(src, run.store, tmp, options)
-        return _forecast(run, store, src, output, levels)
-    except OSError as err:
-        read = [src, run.store.path]
-        if err.filename is not None and any(_under(Path(err.filename), p) for p in read):
-            raise  # a fault of reading the input or the training store, named as it is
-        raise write_fault(err, output, "--output") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            store = _open_input(src, run.store, tmp, options)
+            return _forecast(run, store, src, output, levels)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _under(path: Path, folder: Path) -> bool:
