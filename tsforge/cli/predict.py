@@ -71,6 +71,14 @@ def add_parser(sub) -> None:
 
 
 def _predict(args) -> int:
+    from pathlib import Path
+
+    from tsforge.data.outputs import FORECAST_SUFFIXES, check_file_target
+
+    # A bad --output is refused before torch and the model load (seconds); predict checks it
+    # again, with the training store among the inputs.
+    check_file_target(Path(args.output), flag="--output", suffixes=FORECAST_SUFFIXES,
+                      overwrite=args.overwrite, inputs=[args.input])  # fmt: skip
     from tsforge.train.inference import load_run, predict
 
     # A polite kill (a scheduler's time limit, `kill PID`) cleans up like Ctrl-C does: the

@@ -28,6 +28,9 @@ from pathlib import Path
 
 from tsforge.errors import UserError
 
+# The file types of forecasts (`tsforge predict --output`), known here so that the command
+# line can check an --output before it loads a model.
+FORECAST_SUFFIXES = (".csv", ".parquet")
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
@@ -79,6 +82,29 @@ def check_target(
             f"{flag} {path} is not {what}, so --overwrite will not replace it: remove it "
             f"yourself or choose another {flag}"
         )
+
+
+def check_file_target(
+    path: str | os.PathLike,
+    *,
+    flag: str,
+    suffixes: Iterable[str],
+    overwrite: bool,
+    inputs: Iterable[str | os.PathLike] = (),
+) -> None:
+    """`check_target` for an output file: one of `suffixes`, in a folder that exists (a file
+    command does not make folders), replacing only a file."""
+    path = Path(path)
+    suffixes = tuple(suffixes)
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path}: name a {' or a '.join(suffixes)} file")
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {path.parent} does not exist: create it "
+                        f"first or choose another {flag}")  # fmt: skip
+    if path.is_dir() and not path.is_symlink():
+        raise UserError(f"{flag} {path} is a folder: name a {' or a '.join(suffixes)} file")
+    check_target(path, flag=flag, overwrite=overwrite, inputs=inputs, replaceable=Path.is_file,
+                 what="a file")  # fmt: skip
 
 
 def missing_parents(path: str | os.PathLike, flag: str) -> list[Path]:

@@ -44,7 +44,7 @@ from tsforge.data import scaling as scaling_mod
 from tsforge.data import splits as splits_mod
 from tsforge.data.freq import Freq
 from tsforge.data.loader import WindowLoader, WindowSpec
-from tsforge.data.outputs import check_target, place, writing
+from tsforge.data.outputs import FORECAST_SUFFIXES, check_file_target, place, writing
 from tsforge.data.store import Store
 from tsforge.data.windows import WindowIndex
 from tsforge.errors import UserError
@@ -54,7 +54,7 @@ from tsforge.train.checkpoint import load_checkpoint
 from tsforge.train.distributed import DistEnv
 from tsforge.train.precision import autocast_dtype, forecast
 
-OUTPUT_SUFFIXES = (".csv", ".parquet")
+OUTPUT_SUFFIXES = FORECAST_SUFFIXES
 # Levels reported for distribution losses (normal, studentt), which have no trained levels.
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
 
@@ -242,18 +242,8 @@ def _levels(loss, quantiles) -> tuple[float, ...]:
 def _check_output(output: Path, overwrite: bool, inputs: list[Path]) -> None:
     """Refuse an --output that could not be written, or whose replacement could lose data:
     `--overwrite` replaces a file, never a folder, an input, or a link."""
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise UserError(f"--output {output}: name a .csv or a .parquet file")
-    folder = output.parent
-    if not folder.is_dir():
-        raise UserError(
-            f"--output {output}: the folder {folder} does not exist: create it first or choose "
-            "another --output"
-        )
-    if output.is_dir() and not output.is_symlink():
-        raise UserError(f"--output {output} is a folder: name a .csv or a .parquet file")
-    check_target(output, flag="--output", overwrite=overwrite, inputs=inputs,
-                 replaceable=Path.is_file, what="a file")  # fmt: skip
+    check_file_target(output, flag="--output", suffixes=OUTPUT_SUFFIXES, overwrite=overwrite,
+                      inputs=inputs)  # fmt: skip
 
 
 def _is_store(path: Path) -> bool:
