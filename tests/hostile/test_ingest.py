@@ -201,6 +201,11 @@ CASES = [
                                    "--piece-rows", "2000"],
          code=130, says=r"interrupted", prepare=series("big.csv", length=130_000),
          signal_when=".store.zarr.spill-*"),
+    # `data download --dir`: a file of the user's under an official name is never replaced
+    Case("download-keeps-the-users-file", ["data", "download", "ETTh1", "--dir", "{dl}"],
+         code=2, says=r"dl/ETTh1\.csv is not the official ETTh1\.csv .* will not be replaced",
+         prepare=write("dl/ETTh1.csv", "date,OT\n2016-07-01 00:00:00,1.0\n"),
+         env={"TSFORGE_DATA_DIR": ""}),
     # `data info`: only a store
     Case("info-missing-path", ["data", "info", "{nope.zarr}"], code=2,
          says=r"nope\.zarr does not exist"),
