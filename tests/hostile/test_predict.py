@@ -126,6 +126,9 @@ CASES = [
     # the disk written to fails: exit 1, the output named, nothing left behind
     Case("disk-full", [*FROM_CSV, "{disk/f.csv}"],
          code=1, says=r"disk/f\.csv: No space left on device", prepare=full_disk()),
+    Case("disk-full-as-forecasts-are-written", [*PREDICT, "{store.zarr}", "--output",
+                                                "{disk/f.parquet}"],
+         code=1, says=r"disk/f\.parquet: No space left on device", prepare=full_disk()),
     Case("read-only-folder", [*FROM_CSV, "{disk/f.csv}"],
          code=1, says=r"disk/f\.csv: Read-only file system", prepare=read_only_disk()),
     # Ctrl-C while the input is read: exit 130, no output, no temporary store

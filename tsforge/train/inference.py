@@ -380,10 +380,16 @@ class _Writer:
         self.output = output
         self.tmp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.schema = schema
-        if output.suffix.lower() == ".csv":
-            self.writer = pacsv.CSVWriter(str(self.tmp), schema)
-        else:
-            self.writer = pq.ParquetWriter(str(self.tmp), schema)
+        try:
+            if output.suffix.lower() == ".csv":
+                self.writer = pacsv.CSVWriter(str(self.tmp), schema)
+            else:
+                self.writer = pq.ParquetWriter(str(self.tmp), schema)
+        except BaseException:
+            # The file may exist already (a full disk refuses its header): nobody else
+            # would remove it.
+            self.tmp.unlink(missing_ok=True)
+            raise
         self.rows = 0
 
     def write(self, columns: dict[str, np.ndarray]) -> None:
