@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
     except UserError as err:
-        print(f"tsforge: error: {err}", file=sys.stderr)
+        _error(str(err))
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tsforge: interrupted", file=sys.stderr)
@@ -58,9 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(err, OSError):
             raise
         where = f"{err.filename}: " if err.filename else ""
-        line = " ".join(f"{where}{err.strerror or err}".split())  # one line, whatever it holds
-        print(f"tsforge: error: {line}", file=sys.stderr)
+        _error(f"{where}{err.strerror or err}")
         return EXIT_FAILURE
+
+
+def _error(message: str) -> None:
+    """One line on stderr, whatever the message quotes from the input: line breaks become
+    spaces, and control characters (a terminal's escape sequences) are shown escaped."""
+    line = " ".join(message.split())
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    print(f"tsforge: error: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":
