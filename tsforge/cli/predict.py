@@ -98,6 +98,7 @@ def _predict(args) -> int:
     for ids, why in ((summary.skipped_short, "have fewer rows than the model's input needs"),
                      (summary.skipped_empty, "have no target value")):
         if ids:
-            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            # repr: quoted, with any control character of a hostile id escaped
+            shown = ", ".join(map(repr, ids[:5])) + (", ..." if len(ids) > 5 else "")
             print(f"skipped {len(ids):,} series that {why}: {shown}")
     return 0
