@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.csv as pacsv
@@ -53,7 +54,7 @@ def ingested(csv: str, store: str, **options) -> Prepare:
     return prepare
 
 
-def forecasts(name: str) -> callable:
+def forecasts(name: str) -> Callable[[Path], None]:
     """What is left: `name` holds H forecasts for each of the three series."""
 
     def after(ws: Path) -> None:

@@ -1,6 +1,6 @@
 """Where a command may write its output, and how the finished output takes its place.
 
-    from tsforge.data.outputs import check_target, place, write_fault
+    from tsforge.data.outputs import check_target, missing_parents, place, writing
     check_target(out, flag="--out", overwrite=True, inputs=[src], replaceable=is_store,
                  what="a tsforge store")        # before any work: UserError if refused
     with writing(out, "--out", made=missing_parents(out, "--out")):
@@ -34,7 +34,7 @@ FORECAST_SUFFIXES = (".csv", ".parquet")
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
-# Faults of the place written to, not of the input: they name the output and exit 1.
+# Faults that more room would fix (the message then says to free some).
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
