@@ -63,16 +63,13 @@ def check_target(
             f"{flag} {path} is a symbolic link: --overwrite does not replace links (their "
             f"target may be anything): name {what} itself or choose another {flag}"
         )
-    real = path.resolve()
-    here = Path.cwd().resolve()
-    if real == here or real in here.parents:
+    if within(Path.cwd(), path):
         raise UserError(
             f"{flag} {path} is the current folder or holds it: --overwrite will not replace it; "
             f"choose another {flag}"
         )
     for src in inputs:
-        source = Path(src).resolve()
-        if source == real or real in source.parents:
+        if within(src, path):
             raise UserError(
                 f"{flag} {path} is the input {src} or holds it: --overwrite will not replace "
                 f"an input; choose another {flag}"
@@ -105,6 +102,12 @@ def check_file_target(
         raise UserError(f"{flag} {path} is a folder: name a {' or a '.join(suffixes)} file")
     check_target(path, flag=flag, overwrite=overwrite, inputs=inputs, replaceable=Path.is_file,
                  what="a file")  # fmt: skip
+
+
+def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` is `folder` or lies inside it, links resolved."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
 
 
 def missing_parents(path: str | os.PathLike, flag: str) -> list[Path]:

@@ -44,7 +44,13 @@ from tsforge.data import scaling as scaling_mod
 from tsforge.data import splits as splits_mod
 from tsforge.data.freq import Freq
 from tsforge.data.loader import WindowLoader, WindowSpec
-from tsforge.data.outputs import FORECAST_SUFFIXES, check_file_target, place, writing
+from tsforge.data.outputs import (
+    FORECAST_SUFFIXES,
+    check_file_target,
+    place,
+    within,
+    writing,
+)
 from tsforge.data.store import Store
 from tsforge.data.windows import WindowIndex
 from tsforge.errors import UserError
@@ -453,7 +459,7 @@ def predict(
 
     def reads(err: OSError) -> bool:  # a fault of reading the input or the training store
         return err.filename is not None and any(
-            _under(Path(err.filename), p) for p in (src, run.store.path))
+            within(err.filename, p) for p in (src, run.store.path))
 
     with writing(output, "--output", reads=reads):
         tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.input-", dir=output.parent))
@@ -462,11 +468,6 @@ def predict(
             return _forecast(run, store, src, output, levels)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _under(path: Path, folder: Path) -> bool:
-    path, folder = path.absolute(), folder.absolute()
-    return path == folder or folder in path.parents
 
 
 def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels) -> PredictSummary:
