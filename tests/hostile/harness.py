@@ -12,7 +12,10 @@
 
 A case runs `python -m tsforge ARGS...` (or `python -m tsforge.launch ARGS...` when its first
 argument is "launch") in a private copy of the seed workspace (`conftest.py`: a CSV, a store,
-a trained run). `{name}` in an argument is replaced by that workspace path. After the run:
+a trained run). `{name}` (or `{folder/name}`) in an argument is replaced by that workspace
+path. A case with
+`signal_when` (a glob in the workspace) gets `signal` as soon as a path matches it, as a
+scheduler's time limit or Ctrl-C would come mid-way. After the run:
   * the exit code is the case's (2 bad input, 1 environment fault, 75 stopped);
   * nothing printed a traceback;
   * a failing command wrote exactly one line to stderr, and it matches `says` (a command
@@ -22,6 +25,10 @@ a trained run). `{name}` in an argument is replaced by that workspace path. Afte
   * no new file or folder appeared, unless it matches one of `creates`, and no temporary file
     (`*.tmp*`, `.tmp-*`) is left anywhere;
   * `after(workspace)`, when given, holds (what is on disk, in the case's own terms).
+
+Faults of the machine are made for real: `tmpfs(path)` mounts a small tmpfs (as root; the
+case is skipped otherwise), `fill_disk(path)` fills it, `read_only(path)` remounts it read-only;
+`conftest.py` unmounts them after each test.
 """
 
 from __future__ import annotations
@@ -30,10 +37,14 @@ import dataclasses
 import fnmatch
 import os
 import re
+import signal as signals
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import pytest
 
 TEMPORARY = ("*.tmp", "*.tmp-*", "*.tmp.*", ".*.tmp-*", "*.partial", "tmp*-tsforge*")
 
@@ -51,6 +62,8 @@ class Case:
     cwd: str = ""  # relative to the workspace
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     timeout: float = 300
+    signal_when: str = ""  # a glob relative to the workspace: signal the command once it matches
+    signal: int = signals.SIGTERM
 
     def __str__(self) -> str:
         return self.id
@@ -64,7 +77,8 @@ def command(case: Case, workspace: Path) -> list[str]:
 
 
 def fill(arg: str, workspace: Path) -> str:
-    return re.sub(r"\{([\w.]+)\}", lambda m: str(workspace / m.group(1)), arg)
+    # {name} or {folder/name}: a path in the workspace (JSON such as {"kind": ...} is left)
+    return re.sub(r"\{(\w[\w./-]*)\}", lambda m: str(workspace / m.group(1)), arg)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -89,8 +103,60 @@ def matches(path: str, globs: Sequence[str]) -> bool:
 def run(case: Case, workspace: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "default",
            **{k: fill(v, workspace) for k, v in case.env.items()}}  # fmt: skip
-    return subprocess.run(command(case, workspace), cwd=workspace / case.cwd, env=env,
-                          capture_output=True, text=True, timeout=case.timeout)  # fmt: skip
+    cmd = command(case, workspace)
+    if not case.signal_when:
+        return subprocess.run(cmd, cwd=workspace / case.cwd, env=env, capture_output=True,
+                              text=True, timeout=case.timeout)  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=workspace / case.cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + case.timeout
+    while proc.poll() is None and not any(workspace.glob(case.signal_when)):
+        if time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.005)
+    if proc.poll() is None:
+        proc.send_signal(case.signal)
+    out, err = proc.communicate(timeout=case.timeout)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+# -- faults of the machine, made for real ----------------------------------------------------
+MOUNTS: list[Path] = []
+
+
+def tmpfs(path: Path, size: str = "2m") -> Path:
+    """A tmpfs of `size` mounted at `path` (made if missing); skips the test when not root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    MOUNTS.append(path)
+    return path
+
+
+def read_only(path: Path) -> None:
+    """Remount the tmpfs at `path` read-only (root ignores permission bits, not this)."""
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+
+
+def fill_disk(path: Path, leave_kib: int = 0) -> None:
+    """Fill the file system of the folder `path` up to `leave_kib` KiB of free space."""
+    st = os.statvfs(path)
+    data = memoryview(bytes(max(0, st.f_bavail * st.f_frsize - leave_kib * 1024)))
+    with open(path / "filler", "wb", buffering=0) as f:
+        while data:
+            try:
+                data = data[f.write(data) :]
+            except OSError:  # the file system's own overhead: full a little earlier
+                break
+
+
+def unmount_all() -> None:
+    while MOUNTS:
+        subprocess.run(["umount", "-l", str(MOUNTS.pop())], check=False)
 
 
 def check(case: Case, workspace: Path) -> subprocess.CompletedProcess:
