@@ -4,8 +4,9 @@ A hint such as "pass --on-gap nan" is only help if the option exists, so the mes
 `UserError(...)` (and argparse's `ArgumentTypeError(...)`) everywhere in tsforge/ are read
 from the source, with the option names passed to the helpers that build such messages
 (`_check_choice("--format", ...)`), and each `--option` they name is looked up in the
-argparse tree of `tsforge.cli.main.build_parser()`. Config-key hints (`data.split=...`) are
-another command's and are not checked here.
+argparse tree of `tsforge.cli.main.build_parser()` or among the flags of
+`python -m tsforge.launch` (Hydra's own parser, e.g. `--config-dir`). Config-key hints
+(`data.split=...`) are checked by test_config_hints.py.
 
     python -m pytest tests/unit/test_hints.py
 """
@@ -16,6 +17,8 @@ import argparse
 import ast
 import re
 from pathlib import Path
+
+from hydra._internal.utils import get_args_parser
 
 import tsforge
 from tsforge.cli.main import build_parser
@@ -76,7 +79,7 @@ def test_the_scan_finds_the_hints_it_must():
 
 
 def test_every_hinted_option_exists():
-    known = parser_options(build_parser())
+    known = parser_options(build_parser()) | parser_options(get_args_parser())
     assert {"--out", "--output", "--overwrite", "--help"} <= known
     unknown = {opt: places for opt, places in hinted_options().items() if opt not in known}
     assert not unknown, f"messages name options that tsforge does not have: {unknown}"
