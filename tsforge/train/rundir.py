@@ -2,16 +2,21 @@
 
     RUN_DIR/config.yaml   the resolved config
     RUN_DIR/meta.json     git commit (+ dirty), dataset fingerprint, world_size, devices,
-                          versions, SLURM job ids, and `resumes`: one {from_step, at, job_id}
-                          per resume
+                          versions, SLURM job ids, and `resumes`: one {from_step, at, job_id,
+                          changed: {key: [old, new]}} per resume (tsforge/train/resume.py)
     RUN_DIR/metrics.json  final: best validation and test metrics, steps, windows/s
 
-Every file is written to a temporary name and renamed, so readers never see half a file.
+Every file is written to a temporary name and renamed, so readers never see half a file; a
+write that fails (a full disk) removes its temporary file and leaves the old file as it was.
+
+`check_run_dir` is what a launch asks before anything is written: is `hydra.run.dir` a place
+for a run (new, empty, or a run to resume), and can this machine write there.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import platform
@@ -20,14 +25,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import tsforge
+from tsforge.errors import UserError
+
+# What only a run directory holds (the lock file of a launch that died before writing more
+# counts too): a folder with other files and none of these is the user's, not a run.
+RUN_FILES = ("config.yaml", "meta.json", "metrics.jsonl", "checkpoints", "slurm/jobs.json", ".lock")
+TEMPORARY = ".*.tmp-*"  # write_atomic's temporary files
 
 
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -35,7 +51,81 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The JSON object in `path` ({} when there is none); a UserError if it is not one."""
+    if not path.exists():
+        return {}
+    try:
+        obj = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is not JSON ({err}): restore it, or move it away to start "
+                        "its record afresh") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} holds a JSON {type(obj).__name__}, not an object: restore it, "
+                        "or move it away to start its record afresh")
+    return obj
+
+
+def read_config(path: Path) -> DictConfig:
+    """A saved config.yaml over the schema, so a run saved before a key existed gets its
+    default; a UserError when it is not a tsforge config."""
+    from tsforge.config.schema import Config
+
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    except (OmegaConfBaseException, ValueError, UnicodeDecodeError, AttributeError) as err:
+        first = (str(err).splitlines() or [""])[0]
+        raise UserError(
+            f"{path} does not read as a tsforge config ({type(err).__name__}: {first}): restore "
+            "it, or use another hydra.run.dir"
+        ) from None
+
+
+def is_run(path: Path) -> bool:
+    """A run directory (a sweep folder, which holds runs, is not one)."""
+    return any((path / name).exists() for name in RUN_FILES) and not (path / "sweep.json").exists()
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a `hydra.run.dir` that is no place for a run (UserError) or that this machine
+    cannot write (an OSError that `environment_fault` names), before anything is written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"hydra.run.dir={run_dir} is a file, not a folder: give a new folder, "
+                        "or a run directory to resume")
+    if run_dir.is_dir():
+        if any(run_dir.iterdir()) and not is_run(run_dir):
+            raise UserError(
+                f"hydra.run.dir={run_dir} is a folder with other files in it and no tsforge run "
+                "(no config.yaml): refusing to write there; give a new or empty folder"
+            )
+        if (run_dir / "checkpoints").exists() and not (run_dir / "checkpoints").is_dir():
+            raise UserError(f"{run_dir / 'checkpoints'} is not a folder: move it away to resume")
+        for name in ("config.yaml", "meta.json"):
+            if (run_dir / name).is_dir():
+                raise UserError(f"{run_dir / name} is a folder: move it away to resume")
+        if (run_dir / "config.yaml").exists():
+            read_config(run_dir / "config.yaml")
+        read_json(run_dir / "meta.json")
+    _check_writable(run_dir)
+
+
+def _check_writable(run_dir: Path) -> None:
+    place = run_dir
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    fs = os.statvfs(place)
+    if fs.f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run_dir))
+    if not os.access(place, os.W_OK):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(run_dir))
+    if fs.f_bavail == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir))
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Temporary files of writes that a killed launch never finished (the run is locked, so
+    no other launch is writing them)."""
+    for tmp in run_dir.glob(TEMPORARY):
+        tmp.unlink(missing_ok=True)
 
 
 def _git() -> dict[str, Any]:
@@ -64,6 +154,7 @@ def update_meta(
     world_size: int,
     device: torch.device,
     resumed_from: int | None,
+    changed: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Create or extend `meta.json` for this start of the run (first start or a resume)."""
     path = run_dir / "meta.json"
@@ -77,7 +168,8 @@ def update_meta(
     meta.setdefault("created", _now())
     meta.setdefault("resumes", [])
     if resumed_from is not None:
-        meta["resumes"].append({"from_step": resumed_from, "at": _now(), "job_id": job_id})
+        meta["resumes"].append({"from_step": resumed_from, "at": _now(), "job_id": job_id,
+                                "changed": changed or {}})
     meta.update(
         {
             "git": _git(),
