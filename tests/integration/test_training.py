@@ -1,7 +1,8 @@
 """Training end to end through `python -m tsforge.launch`, in real processes.
 
-Bitwise resume after SIGTERM, exact DDP metrics with 2 gloo processes, refused checkpoints,
-fail-fast when a rank dies, and the run directory / TensorBoard contents.
+Bitwise resume after SIGTERM, exact DDP metrics with 2 gloo processes, a damaged latest.pt
+that falls back and a model change that is refused, fail-fast when a rank dies, and the run
+directory / TensorBoard contents.
 
     pytest tests/integration/test_training.py
 """
@@ -129,23 +130,30 @@ def test_two_ddp_processes_give_the_single_process_metrics(tmp_path):
     assert all(b[s] == pytest.approx(a[s], rel=1e-5) for s in a)
 
 
-def test_corrupted_or_foreign_checkpoint_is_refused(tmp_path):
+def test_damaged_latest_falls_back_and_a_foreign_checkpoint_is_refused(tmp_path):
     run = tmp_path / "run"
-    code, _, err = launch(run, "trainer.max_steps=5")
+    code, _, err = launch(run, "trainer.max_steps=5", "trainer.checkpoint_every_steps=2")
     assert code == 0, err
     latest = run / "checkpoints" / "latest.pt"
     data = latest.read_bytes()
     latest.unlink()  # a hard link to the step file: replace it, do not write through it
     latest.write_bytes(data[: len(data) // 3])
-    code, _, err = launch(run, "trainer.max_steps=10")
-    assert code == 2
-    assert len(err.strip().splitlines()) == 1 and "does not load" in err
+    code, out, err = launch(run, "trainer.max_steps=7", "trainer.checkpoint_every_steps=2")
+    assert code == 0, err
+    assert "skipped latest.pt (truncated" in err and "resuming from step_00000005.pt" in err
+    assert "resuming from step 5" in out
+
+    for path in (run / "checkpoints").iterdir():  # nothing intact left: refused, one line
+        path.unlink()
+        path.write_bytes(b"")
+    code, _, err = launch(run, "trainer.max_steps=9")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no checkpoint in" in err, err
     assert "Traceback" not in err
 
-    latest.unlink()
-    latest.write_bytes(data)
+    (run / "checkpoints" / "latest.pt").write_bytes(data)
     code, _, err = launch(run, "trainer.max_steps=10", "model=dlinear", base=SMALL[2:])
-    assert code == 2 and "holds model 'nhits'" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "model.name was \"nhits\"" in err and "new hydra.run.dir" in err
 
 
 @pytest.mark.parametrize("nprocs", [1, 2])

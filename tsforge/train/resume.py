@@ -60,12 +60,17 @@ def _show(value: Any) -> str:
     return "(unset)" if value is None else json.dumps(value)
 
 
+def _names_first(key: str) -> tuple[bool, str]:
+    """A group's name (model.name, data.name, loss.name) before its keys: they follow from it."""
+    return (not (key.count(".") == 1 and key.endswith(".name")), key)
+
+
 def config_changes(saved: dict[str, Any], new: dict[str, Any], run_dir) -> dict[str, list]:
     """{key: [old, new]} of the keys that differ, all of them allowed to; else a UserError
     naming the first refused key."""
     old_flat, new_flat = flat(saved), flat(new)
     changed: dict[str, list] = {}
-    for key in sorted(old_flat.keys() | new_flat.keys()):
+    for key in sorted(old_flat.keys() | new_flat.keys(), key=_names_first):
         old, value = old_flat.get(key), new_flat.get(key)
         if _same(old, value):
             continue

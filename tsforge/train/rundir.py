@@ -68,11 +68,14 @@ def read_json(path: Path) -> dict[str, Any]:
 def read_config(path: Path) -> DictConfig:
     """A saved config.yaml over the schema, so a run saved before a key existed gets its
     default; a UserError when it is not a tsforge config."""
+    import yaml
+
     from tsforge.config.schema import Config
 
     try:
         return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
-    except (OmegaConfBaseException, ValueError, UnicodeDecodeError, AttributeError) as err:
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, UnicodeDecodeError,
+            AttributeError) as err:  # fmt: skip
         first = (str(err).splitlines() or [""])[0]
         raise UserError(
             f"{path} does not read as a tsforge config ({type(err).__name__}: {first}): restore "
