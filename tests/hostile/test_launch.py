@@ -64,6 +64,13 @@ def trained_without_validation(ws):
     assert final["test"]["mse"] > 0 and final["best_val"] == {"mae": None}
 
 
+def trained_on_everything(ws):
+    """No split: every row is training data; no validation, no test metrics, no best."""
+    final = json_of(ws / "new" / "metrics.json")
+    assert final["steps"] == 4 and final["test"] == {} and final["best_val"] == {"mae": None}
+    assert not (ws / "new" / "checkpoints" / "best.pt").exists()
+
+
 def trained_nothing(ws):
     assert not (ws / "new").exists() or not (ws / "new" / "checkpoints").exists()
 
@@ -111,7 +118,12 @@ CASES = [
     Case("target-all-nan", launch("data.path=nan.zarr", NEW), 2,
          r"data\.path=nan\.zarr: the target \(y\) has no value in the train split",
          prepare=nan_target, creates=["nan.zarr", "nan.zarr/*"]),
-    Case("no-validation-split", launch("data.path=other.zarr", NEW), 0,
+    Case("store-without-split", launch("data.path=other.zarr", NEW), 0,
+         r"no validation window.*training without validation",
+         prepare=store_with_split({"kind": "none"}), creates=["other.zarr", "other.zarr/*",
+                                                             *RUN_FILES],
+         after=trained_on_everything),
+    Case("split-without-validation", launch("data.path=other.zarr", NEW), 0,
          r"no validation window.*training without validation",
          prepare=store_with_split({"kind": "ratio", "train": 0.8, "test": 0.2}),
          creates=["other.zarr", "other.zarr/*", *RUN_FILES], after=trained_without_validation),

@@ -211,6 +211,8 @@ def _step_of(path: Path) -> int:
 
 def _read(path: Path) -> Any:
     """torch.load as data only; UserError for a file that asks to run code or is damaged."""
+    if path.exists() and not path.is_file():  # a folder, a device, a FIFO (would block)
+        raise CheckpointDamaged(path, "not a regular file")
     try:
         # torch warns about pickle protocols it was not written with: the file is refused or
         # read either way, and the warning would only add noise to the one-line error.
@@ -228,8 +230,6 @@ def _read(path: Path) -> Any:
                 "hydra.run.dir"
             ) from None
         raise CheckpointDamaged(path, type(err).__name__) from None
-    except IsADirectoryError:
-        raise CheckpointDamaged(path, "a folder") from None
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except (OSError, RuntimeError, EOFError, KeyError, ValueError, IndexError) as err:

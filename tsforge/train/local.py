@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import logging
 import os
 import socket
 import sys
@@ -84,6 +85,9 @@ def launch_local(cfg: DictConfig, run_dir: Path) -> int:
 
 
 def _spawn(cfg: DictConfig, run_dir: Path, nprocs: int) -> int:
+    # torch logs each peer it terminates after a failed process; the failed process has said
+    # why in one line already, or the message below says which one failed.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     ctx = mp.get_context("spawn")
     codes = ctx.Array("i", [_NO_RESULT] * nprocs)
     cfg_dict: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)

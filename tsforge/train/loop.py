@@ -54,6 +54,25 @@ class LoopSettings:
     autocast_dtype: torch.dtype | None = None  # bf16 on GPU
 
 
+def load_optimizer(optimizer, scheduler, optimizer_state: dict, scheduler_state: dict) -> None:
+    """Moments and step count from a checkpoint; settings and schedule from the config.
+
+    `optimizer.load_state_dict` alone would bring back the old lr, weight decay and betas,
+    and the scheduler's state its old base lr: the groups take the settings they were built
+    with back, and the lr is set for the step the run is at, on the schedule built now.
+    """
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(optimizer_state)
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update(settings)
+    scheduler.load_state_dict(scheduler_state)
+    scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs,
+                                   scheduler.lr_lambdas):  # fmt: skip
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
 class Trainer:
     def __init__(
         self,
@@ -247,7 +266,7 @@ class Trainer:
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         unwrap(self.model).load_state_dict(ckpt["model"])
-        self._load_optimizer(ckpt["optimizer"], ckpt["scheduler"])
+        load_optimizer(self.optimizer, self.scheduler, ckpt["optimizer"], ckpt["scheduler"])
         self.train_loader.load_state_dict(ckpt["loader"])
         states = ckpt["rng"]
         # Each rank continues its own streams; with another world size, rank r takes r mod n.
@@ -255,26 +274,6 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.best = float(ckpt["best"])
         self.evals_without_improvement = int(ckpt["evals_without_improvement"])
-
-    def _load_optimizer(self, optimizer: dict[str, Any], scheduler: dict[str, Any]) -> None:
-        """Moments and step count from the checkpoint; settings and schedule from the config.
-
-        `optimizer.load_state_dict` would bring back the old lr, weight decay and betas, and
-        the scheduler's state its old base lr: the groups take this launch's settings back,
-        and the lr is set for the step the run is at, on this launch's schedule.
-        """
-        configured = [{k: v for k, v in g.items() if k != "params"}
-                      for g in self.optimizer.param_groups]  # fmt: skip
-        self.optimizer.load_state_dict(optimizer)
-        for group, settings in zip(self.optimizer.param_groups, configured):
-            group.update(settings)
-        sched = self.scheduler
-        sched.load_state_dict(scheduler)
-        sched.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
-        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs,
-                                       sched.lr_lambdas):  # fmt: skip
-            group["lr"] = base * factor(sched.last_epoch)
-        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def _rng_states(self) -> list[dict[str, Any]]:
         """Every rank's RNG states (dropout and the like differ per rank), in rank order."""

@@ -73,7 +73,9 @@ def read_config(path: Path) -> DictConfig:
     from tsforge.config.schema import Config
 
     try:
-        return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+        OmegaConf.resolve(cfg)  # tsforge writes it resolved: an interpolation is foreign
+        return cfg
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, UnicodeDecodeError,
             AttributeError) as err:  # fmt: skip
         first = (str(err).splitlines() or [""])[0]
@@ -100,11 +102,12 @@ def check_run_dir(run_dir: Path) -> None:
                 f"hydra.run.dir={run_dir} is a folder with other files in it and no tsforge run "
                 "(no config.yaml): refusing to write there; give a new or empty folder"
             )
-        if (run_dir / "checkpoints").exists() and not (run_dir / "checkpoints").is_dir():
-            raise UserError(f"{run_dir / 'checkpoints'} is not a folder: move it away to resume")
-        for name in ("config.yaml", "meta.json"):
-            if (run_dir / name).is_dir():
-                raise UserError(f"{run_dir / name} is a folder: move it away to resume")
+        for name in ("checkpoints", "tb"):
+            if (run_dir / name).exists() and not (run_dir / name).is_dir():
+                raise UserError(f"{run_dir / name} is not a folder: move it away to resume")
+        for name in ("config.yaml", "meta.json", "metrics.jsonl", "metrics.json"):
+            if (run_dir / name).exists() and not (run_dir / name).is_file():
+                raise UserError(f"{run_dir / name} is not a file: move it away to resume")
         if (run_dir / "config.yaml").exists():
             read_config(run_dir / "config.yaml")
         read_json(run_dir / "meta.json")
@@ -115,6 +118,9 @@ def _check_writable(run_dir: Path) -> None:
     place = run_dir
     while not place.exists() and place != place.parent:
         place = place.parent
+    if not place.is_dir():
+        raise UserError(f"hydra.run.dir={run_dir} lies inside {place}, which is a file: give "
+                        "a folder path")
     fs = os.statvfs(place)
     if fs.f_flag & os.ST_RDONLY:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run_dir))
