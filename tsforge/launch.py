@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             from tsforge.train.sweep import is_slurm_sweep, submit_sweep
 
             if is_slurm_sweep(overrides):  # one job array, instead of Hydra's run after run
-                return EXIT_REQUEUE if stop.requested() else submit_sweep(overrides)
+                return _stopped_before_start() if stop.requested() else submit_sweep(overrides)
         elif not {"--help", "-h", "--cfg", "-c", "--info", "-i"} & set(argv):
             _check_single_run(overrides, cfg)
     except (UserError, OSError) as err:

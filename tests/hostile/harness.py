@@ -119,11 +119,16 @@ def run(case: Case, workspace: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=case.timeout)  # fmt: skip
 
 
-def catches_stop_signals(pid: int) -> bool:
-    """Has process `pid` installed handlers for every stop signal? (Linux: SigCgt)"""
+def catches_stop_signals(pid: int, cmd: Sequence[str]) -> bool:
+    """Has process `pid`, running `cmd`, installed handlers for every stop signal? (Linux:
+    SigCgt). Between fork and exec the child still shows the parent's handlers: its command
+    line tells the two apart."""
     try:
+        running = Path(f"/proc/{pid}/cmdline").read_bytes()
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
+        return False
+    if "\0".join(cmd).encode() not in running:
         return False
     caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M).group(1), 16)
     return all(caught >> (sig - 1) & 1 for sig in STOP_SIGNALS)
@@ -167,7 +172,7 @@ def run_interrupted(
                threading.Thread(target=read, args=(proc.stderr, err, False))]
     for t in readers:
         t.start()
-    ready = {"handlers": lambda: catches_stop_signals(proc.pid),
+    ready = {"handlers": lambda: catches_stop_signals(proc.pid, cmd),
              "workers": lambda: bool(worker_pids(proc.pid))}.get(it.when, marker.is_set)
     deadline = time.monotonic() + case.timeout
     try:
