@@ -46,6 +46,7 @@ def environment_fault(
         if isinstance(err, OSError) and err.errno in _ENVIRONMENT:
             path = err.filename or where or "the run directory"
             reason = err.strerror or os.strerror(err.errno)
-            return f"cannot write {path}: {reason}: {_ENVIRONMENT[err.errno]}{also}"
+            verb = "write" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "access"
+            return f"cannot {verb} {path}: {reason}: {_ENVIRONMENT[err.errno]}{also}"
         err = err.__cause__ or err.__context__
     return None

@@ -127,6 +127,12 @@ def all_damaged(ws):
         truncate(path, keep=0.1)
 
 
+def edit_horizon(ws):
+    """config.yaml edited by hand after training: the checkpoints hold another shape."""
+    path = ws / "run" / "config.yaml"
+    path.write_text(path.read_text().replace("horizon: 12", "horizon: 24"))
+
+
 def corrupt(name: str, text: str):
     return lambda ws: (ws / "run" / name).write_text(text)
 
@@ -172,6 +178,9 @@ CASES = [
          prepare=killed_launch, changes=RESUMED, creates=NEW_FILES, after=leftovers_removed),
     Case("meta-json-corrupt", relaunch("trainer.max_steps=6"), 2,
          r"run/meta\.json is not JSON", prepare=corrupt("meta.json", '{"resumes": [')),
+    Case("config-yaml-edited-then-evaluate", ["evaluate", "{run}"], 2,
+         r"checkpoint .*best\.pt does not fit the model.*config\.yaml edited after training",
+         prepare=edit_horizon),
     Case("config-yaml-corrupt", relaunch("trainer.max_steps=6"), 2,
          r"run/config\.yaml does not read as a tsforge config",
          prepare=corrupt("config.yaml", "data: [unclosed\n")),

@@ -267,7 +267,7 @@ def load_checkpoint(
 
 def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | os.PathLike) -> None:
     """The checkpoint's weights into `model`; a UserError when they do not fit it (the run's
-    config.yaml was edited after training)."""
+    config.yaml was edited after training, or the file was not written for this run)."""
     state = ckpt.get("model")
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} holds no model weights: delete it, or use another "
@@ -277,7 +277,7 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | os.Pa
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
-            f"checkpoint {path} does not fit the model of the run's config.yaml ({first}): was "
+            f"checkpoint {path} does not fit the model of the run's config ({first}): was its "
             "config.yaml edited after training? restore it"
         ) from None
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tsforge.errors import EXIT_REQUEUE
+from tsforge.errors import EXIT_REQUEUE, UserError
 from tsforge.train import builders, stop
 from tsforge.train.checkpoint import CheckpointManager, load_checkpoint, load_weights
 from tsforge.train.distributed import cleanup_distributed, finish_together, init_distributed
@@ -29,6 +29,7 @@ from tsforge.train.logger import make_logger
 from tsforge.train.loop import STOPPED, Trainer
 from tsforge.train.resume import config_changes
 from tsforge.train.rundir import (
+    as_config,
     read_config,
     remove_temporaries,
     update_meta,
@@ -52,12 +53,11 @@ def run_rank(cfg: DictConfig, run_dir: Path, *, locked: bool = False) -> int:
         cleanup_distributed(env)
 
 
-def saved_config(run_dir: Path, ckpt: dict) -> dict:
-    """The config the run trained with: its config.yaml, else the checkpoint's copy."""
-    path = run_dir / "config.yaml"
-    if path.exists():
-        return OmegaConf.to_container(read_config(path), resolve=True)
-    return ckpt.get("config") or {}
+def _trained_config(ckpt: dict, where: Path) -> dict:
+    """The config a checkpoint was trained with (its own copy), over the schema."""
+    saved = ckpt.get("config")
+    return OmegaConf.to_container(as_config(saved if isinstance(saved, dict) else {},
+                                            f"the config in {where}"), resolve=True)  # fmt: skip
 
 
 def _run(cfg: DictConfig, run_dir: Path, env) -> int:
@@ -81,7 +81,16 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
 
     ckpt, note = checkpoints.resume_point(fingerprint=store.fingerprint,
                                           model_name=cfg.model.name)  # fmt: skip
-    changed = config_changes(saved_config(run_dir, ckpt), config, run_dir) if ckpt else {}
+    changed = {}
+    if ckpt:
+        # Against what the weights were trained with (refused keys never differ from it), and
+        # against config.yaml, the last launch's, for the record of what this launch changes.
+        trained = _trained_config(ckpt, checkpoints.dir)
+        config_changes(trained, config, run_dir)
+        last = run_dir / "config.yaml"
+        if last.exists():
+            trained = OmegaConf.to_container(read_config(last), resolve=True)
+        changed = config_changes(trained, config, run_dir)
     validate = "val" in loaders
     if env.is_main:
         if note:
@@ -111,7 +120,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
         checkpoints=checkpoints, logger=logger, describe=describe,
     )  # fmt: skip
     if ckpt:
-        trainer.load_state_dict(ckpt)
+        _load_state(trainer, ckpt, checkpoints)
     start = trainer.step
     try:
         # A stop during the final evaluation waits for it: the run is then complete.
@@ -133,6 +142,20 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     finally:
         logger.close()
     return 0
+
+
+def _load_state(trainer: Trainer, ckpt: dict, checkpoints: CheckpointManager) -> None:
+    """The checkpoint into the trainer; a UserError when its parts do not fit this run (a
+    checkpoint that reads as data but was not written for this model)."""
+    try:
+        trainer.load_state_dict(ckpt)
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(
+            f"the checkpoint of step {ckpt['step']} in {checkpoints.dir} does not fit this run "
+            f"({type(err).__name__}: {first}): delete it to resume from an earlier one, or use "
+            "another hydra.run.dir"
+        ) from None
 
 
 def _final_metrics(trainer, evaluator, model, checkpoints, store, env) -> dict:

@@ -66,21 +66,29 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def read_config(path: Path) -> DictConfig:
-    """A saved config.yaml over the schema, so a run saved before a key existed gets its
-    default; a UserError when it is not a tsforge config."""
+    """A saved config.yaml over the schema (see `as_config`); a UserError when it is not a
+    tsforge config."""
+    return as_config(path, path)
+
+
+def as_config(source: Path | dict, name: str | Path) -> DictConfig:
+    """A saved config (a config.yaml, or the copy a checkpoint holds) over the schema, so that
+    a run saved before a key existed gets its default, resolved; a UserError naming `name`
+    when it is not a tsforge config."""
     import yaml
 
     from tsforge.config.schema import Config
 
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
-        OmegaConf.resolve(cfg)  # tsforge writes it resolved: an interpolation is foreign
+        saved = OmegaConf.load(source) if isinstance(source, Path) else OmegaConf.create(source)
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
+        OmegaConf.resolve(cfg)  # tsforge saves it resolved: an interpolation is foreign
         return cfg
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, UnicodeDecodeError,
-            AttributeError) as err:  # fmt: skip
+            AttributeError, TypeError) as err:  # fmt: skip
         first = (str(err).splitlines() or [""])[0]
         raise UserError(
-            f"{path} does not read as a tsforge config ({type(err).__name__}: {first}): restore "
+            f"{name} does not read as a tsforge config ({type(err).__name__}: {first}): restore "
             "it, or use another hydra.run.dir"
         ) from None
 
