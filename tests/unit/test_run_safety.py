@@ -24,6 +24,7 @@ from tsforge.train.loop import load_optimizer
 from tsforge.train.resume import config_changes, may_change
 from tsforge.train.rundir import check_run_dir
 from tsforge.train.schedule import build_scheduler
+from tsforge.train.slurm import check_not_in_use
 
 
 # -- resume rules ----------------------------------------------------------------------------
@@ -63,6 +64,8 @@ def test_a_held_lock_names_its_holder_and_a_dead_one_does_not_block(tmp_path):
         assert holder(tmp_path) == f"{proc.pid}@{os.uname().nodename}"
         with pytest.raises(UserError, match=rf"in use by pid {proc.pid}@"):
             RunLock(tmp_path).acquire()
+        with pytest.raises(UserError, match=rf"in use by pid {proc.pid}@"):
+            check_not_in_use(tmp_path)  # launcher=slurm does not submit into it either
     finally:
         proc.kill()  # SIGKILL: the lock file stays behind, its lock does not
         proc.wait()

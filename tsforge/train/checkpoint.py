@@ -211,8 +211,9 @@ def _step_of(path: Path) -> int:
 
 def _read(path: Path) -> Any:
     """torch.load as data only; UserError for a file that asks to run code or is damaged."""
-    if path.exists() and not path.is_file():  # a folder, a device, a FIFO (would block)
-        raise CheckpointDamaged(path, "not a regular file")
+    if not path.is_file():  # a folder, a device, a FIFO (would block), a dangling link
+        raise CheckpointDamaged(path, "missing" if not path.is_symlink() and not path.exists()
+                                else "not a regular file")  # fmt: skip
     try:
         # torch warns about pickle protocols it was not written with: the file is refused or
         # read either way, and the warning would only add noise to the one-line error.
