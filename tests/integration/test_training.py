@@ -193,3 +193,37 @@ def test_a_dying_rank_stops_the_run_promptly(tmp_path):
     assert proc.returncode == 1
     assert time.time() - t0 < 60
     assert "exited with code" in err or "failed" in err
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in "ZX"
+    except (OSError, IndexError):
+        return True
+
+
+def test_workers_stop_when_their_launcher_is_killed(tmp_path):
+    """SIGKILL on the launcher (the OOM killer) leaves no worker training on unlocked: they
+    checkpoint and exit, and launching again resumes from there."""
+    run = tmp_path / "run"
+    env = {**os.environ, "TSFORGE_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "tsforge.launch", *SMALL, "trainer.max_steps=100000",
+           "launcher.nprocs=2", "trainer.log_every_steps=1", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not train_losses(run) and time.time() < deadline:
+        time.sleep(0.1)
+    workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
+                                              capture_output=True, text=True).stdout.split()]
+    assert len(workers) == 2, "no worker processes found"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 120
+    while not all(map(_gone, workers)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert all(map(_gone, workers)), "workers kept training after their launcher died"
+    steps = sorted(int(p.stem[5:]) for p in (run / "checkpoints").glob("step_*.pt"))
+    assert steps and max(train_losses(run)) == steps[-1]  # stopped at its checkpoint
+    code, out, err = launch(run, f"trainer.max_steps={steps[-1] + 2}", "launcher.nprocs=2")
+    assert code == 0, err
+    assert f"resuming from step {steps[-1]}" in out

@@ -11,8 +11,9 @@ hang); bad input or a full disk in a process is one line, as in a single process
 Stop signals: the processes start with them held back (`stop.held`) and let them through once
 their own handler is in place, so that a signal during their start-up waits instead of
 killing them; signals sent to this process are passed on to them, and they checkpoint and
-exit 75. A worker whose result is recorded exits at once (`leave_now`), without the
-interpreter's teardown.
+exit 75. If this process dies without passing anything on (SIGKILL), they get SIGTERM from
+the kernel and stop the same way, with a checkpoint. A worker whose result is recorded exits
+at once (`leave_now`), without the interpreter's teardown.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import faulthandler
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -43,8 +45,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(local_rank: int, cfg_dict: dict, run_dir: str, port: int, nprocs: int, codes) -> None:
+def _stop_with_launcher(launcher: int) -> None:
+    """A worker whose launcher dies (SIGKILL, the OOM killer) gets SIGTERM, as if the launcher
+    had passed a stop on: it checkpoints with its peers and exits, instead of dying mid-step
+    (torch's own request is SIGINT) and losing the steps since the last checkpoint. Linux
+    only (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != launcher:  # it died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(local_rank: int, cfg_dict: dict, run_dir: str, port: int, nprocs: int, codes,
+            launcher: int) -> None:  # fmt: skip
     stop.install()
+    _stop_with_launcher(launcher)
     stop.release()  # held back since the launcher started this process; pending ones arrive
     os.environ.update(
         RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs),
@@ -100,7 +119,7 @@ def _spawn(cfg: DictConfig, run_dir: Path, nprocs: int) -> int:
         with stop.held():  # the workers inherit the held-back signals; ours wait for the relay
             procs = mp.start_processes(
                 _worker,
-                args=(cfg_dict, str(run_dir), free_port(), nprocs, codes),
+                args=(cfg_dict, str(run_dir), free_port(), nprocs, codes, os.getpid()),
                 nprocs=nprocs,
                 join=False,
                 start_method="spawn",
