@@ -81,31 +81,10 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
 
     ckpt, note = checkpoints.resume_point(fingerprint=store.fingerprint,
                                           model_name=cfg.model.name)  # fmt: skip
-    changed = {}
-    if ckpt:
-        # Against what the weights were trained with (refused keys never differ from it), and
-        # against config.yaml, the last launch's, for the record of what this launch changes.
-        trained = _trained_config(ckpt, checkpoints.dir)
-        config_changes(trained, config, run_dir)
-        last = run_dir / "config.yaml"
-        if last.exists():
-            trained = OmegaConf.to_container(read_config(last), resolve=True)
-        changed = config_changes(trained, config, run_dir)
+    changed = _changes(ckpt, config, run_dir, checkpoints) if ckpt else {}
     validate = "val" in loaders
     if env.is_main:
-        if note:
-            print(note, file=sys.stderr, flush=True)
-        if not validate and cfg.trainer.val_every_steps > 0:
-            print(f"tsforge: note: {cfg.data.name} has no validation window of input_size="
-                  f"{cfg.data.input_size} + horizon={cfg.data.horizon}: training without "
-                  "validation (no best checkpoint, no early stopping); give the data a split "
-                  "(tsforge data ingest --split, or data.split) to validate", file=sys.stderr,
-                  flush=True)  # fmt: skip
-        what = f"resuming from step {ckpt['step']}:" if ckpt else "training"
-        print(f"{what} {cfg.model.name} on {cfg.data.name} ({loaders['train'].n_windows:,} "
-              f"training windows, world size {env.world_size}) -> {run_dir}", flush=True)
-        for key, (old, new) in changed.items():
-            print(f"  {key}: {old} -> {new}", flush=True)
+        _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         update_meta(run_dir, fingerprint=store.fingerprint, world_size=env.world_size,
                     device=env.device, resumed_from=int(ckpt["step"]) if ckpt else None,
@@ -142,6 +121,35 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     finally:
         logger.close()
     return 0
+
+
+def _changes(ckpt: dict, config: dict, run_dir: Path, checkpoints: CheckpointManager) -> dict:
+    """What this launch changes, {key: [old, new]}; a UserError for a change the run cannot
+    take. Checked against what the weights were trained with (the checkpoint's own config:
+    refused keys never differ from it), recorded against config.yaml (the last launch's)."""
+    trained = _trained_config(ckpt, checkpoints.dir)
+    config_changes(trained, config, run_dir)
+    last = run_dir / "config.yaml"
+    if last.exists():
+        trained = OmegaConf.to_container(read_config(last), resolve=True)
+    return config_changes(trained, config, run_dir)
+
+
+def _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate) -> None:
+    """What this start does, on the main rank: notes on stderr, the plan on stdout."""
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    if not validate and cfg.trainer.val_every_steps > 0:
+        print(f"tsforge: note: {cfg.data.name} has no validation window of input_size="
+              f"{cfg.data.input_size} + horizon={cfg.data.horizon}: training without "
+              "validation (no best checkpoint, no early stopping); give the data a split "
+              "(tsforge data ingest --split, or data.split) to validate", file=sys.stderr,
+              flush=True)  # fmt: skip
+    what = f"resuming from step {ckpt['step']}:" if ckpt else "training"
+    print(f"{what} {cfg.model.name} on {cfg.data.name} ({loaders['train'].n_windows:,} "
+          f"training windows, world size {env.world_size}) -> {run_dir}", flush=True)
+    for key, (old, new) in changed.items():
+        print(f"  {key}: {old} -> {new}", flush=True)
 
 
 def _load_state(trainer: Trainer, ckpt: dict, checkpoints: CheckpointManager) -> None:
