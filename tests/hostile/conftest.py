@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.hostile.harness import unmount_all
+from tests.hostile.harness import unmount_under
 
 pytestmark = pytest.mark.integration
 
@@ -73,4 +73,4 @@ def workspace(seed, tmp_path) -> Path:
     ws = tmp_path / "ws"
     shutil.copytree(seed, ws, symlinks=True)
     yield ws
-    unmount_all()
+    unmount_under(ws)

@@ -11,6 +11,7 @@ left (see harness.py). Cases that mount a tmpfs skip when not run as root.
 from __future__ import annotations
 
 import gzip
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.hostile.harness import Case, check
+from tests.hostile.harness import Case, Interrupt, check
 from tests.hostile.inputs import (
     Prepare,
     copy,
@@ -203,7 +204,7 @@ CASES = [
     Case("sigterm-while-reading", [*INGEST, "{big.csv}", "--out", "{store.zarr}", "--overwrite",
                                    "--piece-rows", "2000"],
          code=130, says=r"interrupted", prepare=series("big.csv", length=130_000),
-         signal_when=".store.zarr.spill-*"),
+         interrupt=Interrupt(signal.SIGTERM, "file:.store.zarr.spill-*")),
     # `data download --dir`: a file of the user's under an official name is never replaced
     Case("download-keeps-the-users-file", ["data", "download", "ETTh1", "--dir", "{dl}"],
          code=2, says=r"dl/ETTh1\.csv is not the official ETTh1\.csv .* will not be replaced",

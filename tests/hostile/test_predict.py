@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.hostile.conftest import H
-from tests.hostile.harness import Case, check
+from tests.hostile.harness import Case, Interrupt, check
 from tests.hostile.inputs import (
     Prepare,
     both,
@@ -135,7 +135,7 @@ CASES = [
     # Ctrl-C while the input is read: exit 130, no output, no temporary store
     Case("sigint-while-reading", [*PREDICT, "{big.csv}", "--output", "{f.csv}"],
          code=130, says=r"interrupted", prepare=series("big.csv", length=130_000),
-         signal_when=".f.csv.input-*/.input.zarr.spill-*", signal=signal.SIGINT),
+         interrupt=Interrupt(signal.SIGINT, "file:.f.csv.input-*/.input.zarr.spill-*")),
 ]  # fmt: skip
 
 

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
+from tsforge.config.checks import check_saved
 from tsforge.data import scaling as scaling_mod
 from tsforge.data import splits as splits_mod
 from tsforge.data.freq import Freq
@@ -56,7 +56,7 @@ from tsforge.data.windows import WindowIndex
 from tsforge.errors import UserError
 from tsforge.models import MODELS
 from tsforge.train import CHECKPOINTS, builders
-from tsforge.train.checkpoint import load_checkpoint
+from tsforge.train.checkpoint import load_checkpoint, load_weights
 from tsforge.train.distributed import DistEnv
 from tsforge.train.precision import autocast_dtype, forecast
 from tsforge.train.rundir import read_config
@@ -87,25 +87,6 @@ class TrainedRun:
 
 def _train_hint(run_dir: Path) -> str:
     return f"train it first with python -m tsforge.launch hydra.run.dir={run_dir}"
-
-
-def _load_config(path: Path) -> DictConfig:
-    """The saved config over the schema, so a run saved before a key existed gets its default;
-    checked as a launch checks it."""
-    from tsforge.config.checks import check_saved
-    from tsforge.config.schema import Config
-
-    saved = read_config(path)  # a UserError naming the file when it is not a config
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
-    except (OmegaConfBaseException, ValueError) as err:
-        key = getattr(err, "full_key", None)
-        raise UserError(
-            f"{path}: {key + ': ' if key else ''}{str(err).splitlines()[0]} (edited by hand, or "
-            f"written by another version of tsforge): restore the file, or train a new run"
-        ) from None
-    check_saved(cfg, path)
-    return cfg
 
 
 def checkpoint_path(run_dir: Path, which: str = "best") -> tuple[Path, str]:
@@ -140,7 +121,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun
             f"{_train_hint(run_dir)}"
         )
     path, name = checkpoint_path(run_dir, checkpoint)
-    cfg = _load_config(config)
+    cfg = read_config(config)
+    check_saved(cfg, config)
     threads = cfg.trainer.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     # One process, whatever launched this one: no process group is joined.
@@ -150,7 +132,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun
     loss = builders.loss(cfg.loss).to(env.device)  # its buffers (quantile levels) too
     model = builders.model(cfg.model, cfg.data, store, loss)
     ckpt = load_checkpoint(path, fingerprint=store.fingerprint, model_name=cfg.model.name)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt, path)
     model.to(env.device).eval()
     return TrainedRun(run_dir, cfg, store, loss, model, env, name, int(ckpt["step"]))
 
