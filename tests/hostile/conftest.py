@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.hostile.harness import unmount_under
+
 pytestmark = pytest.mark.integration
 
 H = 12
@@ -33,16 +35,18 @@ TINY_RUN = [
 ]  # fmt: skip
 
 
-def write_csv(path: Path, n_series: int = 3, length: int = 300) -> None:
+def write_csv(path: Path, n_series: int = 3, length: int = 300, step_min: int = 60) -> None:
+    """Series a, b, c... of `length` rows, `step_min` minutes apart (hourly by default);
+    vectorised, as cases also write big ones."""
     rng = np.random.default_rng(0)
-    start = np.datetime64("2024-01-01T00:00")
+    t = np.arange(length)
+    stamps = (np.datetime64("2024-01-01T00:00", "m") + t * step_min).astype(str)
+    stamps = np.char.replace(stamps, "T", " ")
     lines = ["unique_id,ds,y"]
     for s in range(n_series):
-        t = np.arange(length)
         y = 10 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.3, length)
-        for i in range(length):
-            ts = str(start + np.timedelta64(int(i), "h")).replace("T", " ")
-            lines.append(f"{'abc'[s]},{ts},{y[i]:.4f}")
+        values = np.char.mod("%.4f", y)
+        lines += np.char.add(np.char.add(f"{'abc'[s]},", stamps), np.char.add(",", values)).tolist()
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -64,7 +68,9 @@ def seed(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def workspace(seed, tmp_path) -> Path:
-    """A private copy of the seed workspace for one case."""
+    """A private copy of the seed workspace for one case; what its case mounted in it is
+    unmounted afterwards."""
     ws = tmp_path / "ws"
     shutil.copytree(seed, ws, symlinks=True)
-    return ws
+    yield ws
+    unmount_under(ws)

@@ -23,6 +23,7 @@ def test_a_good_case_passes(workspace):
     (Case("wrong-line", ["data", "info", "{nothing.zarr}"], code=2, says="no such words"),
      "does not match"),
     (Case("after", INFO, code=0, after=lambda ws: pytest.fail("after ran")), "after ran"),
+    (Case("note", INFO, code=0, says="a note never written"), "no note"),
 ], ids=str)  # fmt: skip
 def test_a_broken_promise_fails(workspace, case, message):
     with pytest.raises((AssertionError, pytest.fail.Exception), match=message):

@@ -139,6 +139,7 @@ def test_predict_csv_and_parquet(run, tmp_path):
     src = tmp_path / "input.csv"
     write_input(store, src)
     csv_out, pq_out = tmp_path / "out" / "f.csv", tmp_path / "out" / "f.parquet"
+    csv_out.parent.mkdir()
     proc = cli(env, "predict", run_dir, "--input", src, "--output", csv_out)
     assert proc.returncode == 0, proc.stderr
     assert f"{store.n_series * H:,} rows" in proc.stdout and proc.stderr == ""
@@ -230,6 +231,7 @@ def test_predict_skips_short_series_and_reads_stores(run, tmp_path):
 def _case(run_dir: Path, tmp: Path, name: str):
     """(arguments, words the one-line message must hold) of a bad invocation."""
     store = store_of(run_dir)
+    (tmp / "out").mkdir()  # predict writes only into a folder that exists
     out = tmp / "out" / "f.csv"
     good = tmp / "input.csv"
     write_input(store, good)

@@ -258,7 +258,8 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster, env, tmp_path):
     resumes = wait_until("the resume", lambda: json.loads(
         (run / "meta.json").read_text())["resumes"], timeout=120,
         explain=lambda: scontrol_summary(job))  # fmt: skip
-    assert resumes == [{"from_step": stopped_at, "at": resumes[0]["at"], "job_id": job}]
+    assert resumes == [{"from_step": stopped_at, "at": resumes[0]["at"], "job_id": job,
+                        "changed": {}}]  # the requeued job runs the same config
 
     status = tsforge("jobs", "status", str(run), env=env)
     assert status.returncode == 0 and f"job {job}: RUNNING" in status.stdout

@@ -1,7 +1,8 @@
 """Training end to end through `python -m tsforge.launch`, in real processes.
 
-Bitwise resume after SIGTERM, exact DDP metrics with 2 gloo processes, refused checkpoints,
-fail-fast when a rank dies, and the run directory / TensorBoard contents.
+Bitwise resume after SIGTERM, exact DDP metrics with 2 gloo processes, a damaged latest.pt
+that falls back and a model change that is refused, fail-fast when a rank dies, and the run
+directory / TensorBoard contents.
 
     pytest tests/integration/test_training.py
 """
@@ -129,23 +130,30 @@ def test_two_ddp_processes_give_the_single_process_metrics(tmp_path):
     assert all(b[s] == pytest.approx(a[s], rel=1e-5) for s in a)
 
 
-def test_corrupted_or_foreign_checkpoint_is_refused(tmp_path):
+def test_damaged_latest_falls_back_and_a_foreign_checkpoint_is_refused(tmp_path):
     run = tmp_path / "run"
-    code, _, err = launch(run, "trainer.max_steps=5")
+    code, _, err = launch(run, "trainer.max_steps=5", "trainer.checkpoint_every_steps=2")
     assert code == 0, err
     latest = run / "checkpoints" / "latest.pt"
     data = latest.read_bytes()
     latest.unlink()  # a hard link to the step file: replace it, do not write through it
     latest.write_bytes(data[: len(data) // 3])
-    code, _, err = launch(run, "trainer.max_steps=10")
-    assert code == 2
-    assert len(err.strip().splitlines()) == 1 and "does not load" in err
+    code, out, err = launch(run, "trainer.max_steps=7", "trainer.checkpoint_every_steps=2")
+    assert code == 0, err
+    assert "skipped latest.pt (truncated" in err and "resuming from step_00000005.pt" in err
+    assert "resuming from step 5" in out
+
+    for path in (run / "checkpoints").iterdir():  # nothing intact left: refused, one line
+        path.unlink()
+        path.write_bytes(b"")
+    code, _, err = launch(run, "trainer.max_steps=9")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no checkpoint in" in err, err
     assert "Traceback" not in err
 
-    latest.unlink()
-    latest.write_bytes(data)
+    (run / "checkpoints" / "latest.pt").write_bytes(data)
     code, _, err = launch(run, "trainer.max_steps=10", "model=dlinear", base=SMALL[2:])
-    assert code == 2 and "holds model 'nhits'" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "model.name was \"nhits\"" in err and "new hydra.run.dir" in err
 
 
 @pytest.mark.parametrize("nprocs", [1, 2])
@@ -185,3 +193,37 @@ def test_a_dying_rank_stops_the_run_promptly(tmp_path):
     assert proc.returncode == 1
     assert time.time() - t0 < 60
     assert "exited with code" in err or "failed" in err
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in "ZX"
+    except (OSError, IndexError):
+        return True
+
+
+def test_workers_stop_when_their_launcher_is_killed(tmp_path):
+    """SIGKILL on the launcher (the OOM killer) leaves no worker training on unlocked: they
+    checkpoint and exit, and launching again resumes from there."""
+    run = tmp_path / "run"
+    env = {**os.environ, "TSFORGE_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "tsforge.launch", *SMALL, "trainer.max_steps=100000",
+           "launcher.nprocs=2", "trainer.log_every_steps=1", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not train_losses(run) and time.time() < deadline:
+        time.sleep(0.1)
+    workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
+                                              capture_output=True, text=True).stdout.split()]
+    assert len(workers) == 2, "no worker processes found"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 120
+    while not all(map(_gone, workers)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert all(map(_gone, workers)), "workers kept training after their launcher died"
+    steps = sorted(int(p.stem[5:]) for p in (run / "checkpoints").glob("step_*.pt"))
+    assert steps and max(train_losses(run)) == steps[-1]  # stopped at its checkpoint
+    code, out, err = launch(run, f"trainer.max_steps={steps[-1] + 2}", "launcher.nprocs=2")
+    assert code == 0, err
+    assert f"resuming from step {steps[-1]}" in out

@@ -331,7 +331,19 @@ def test_codec_and_chunk_rows_reach_the_store(tmp_path):
         (dict(on_nan="zero"), "--on-nan 'zero'"),
         (dict(min_length=0), "--min-length"),
         (dict(split="nope"), "unknown split preset"),
-        (dict(codec=Codec(cname="nope")), "codec nope"),
+        (dict(codec=Codec(cname="nope")), "--codec 'nope'"),
+        (dict(codec=Codec(clevel=10)), "--clevel 10"),
+        (dict(codec=Codec(clevel=-1)), "--clevel -1"),
+        (dict(codec=Codec(shuffle="bits")), "--shuffle 'bits'"),
+        (dict(chunk_rows=0), "--chunk-rows"),
+        (dict(piece_rows=-5), "--piece-rows"),
+        (dict(min_length=-1), "--min-length"),
+        (dict(split='{"kind": "holdout", "horizon": "9"}'), "whole number"),
+        (dict(split='{"kind": "holdout", "horizon": 9, "test": 2}'), "no key 'test'"),
+        (dict(split='{"kind": "ratio", "train": 0.7, "test": NaN}'), "fraction"),
+        (dict(split="{" * 5000), "not valid JSON"),
+        (dict(freq="0h"), "--freq '0h' is not a step forward"),
+        (dict(freq="99999999999999999999D"), "time can count"),
         (dict(target=["y"], hist_exog=["y"]), "two roles"),
         (dict(id_col="ds"), "--id-col and --time-col"),
     ],
@@ -373,3 +385,22 @@ def test_regular_and_irregular_series_side_by_side(tmp_path, piece_rows):
     hour = T0.astype("M8[ns]").astype(np.int64) + np.array([0, 3, 0, 7, 0, 0]) * H
     assert store.starts.tolist() == hour.tolist()
     assert s.n_gaps_filled == 2 and s.n_nan_dropped == 1 and s.freq == "h"
+
+
+def test_only_regular_files_are_read(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.csv")  # reading it would block until someone writes
+    with pytest.raises(UserError, match="not a regular file"):
+        ingest(tmp_path / "pipe.csv", tmp_path / "p.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.csv"]
+
+
+def test_missing_folders_of_out_are_made_and_removed_on_failure(tmp_path):
+    good = _write_long_csv(tmp_path / "g.csv", _panel(n_series=2))
+    ingest(good, tmp_path / "a" / "b" / "g.zarr")
+    assert Store(tmp_path / "a" / "b" / "g.zarr").n_series == 2
+    bad = _gappy(tmp_path, {0: "1", 1: "2", 3: "4"})
+    with pytest.raises(UserError, match="skips"):
+        ingest(bad, tmp_path / "c" / "d" / "x.zarr")
+    assert not (tmp_path / "c").exists()

@@ -119,3 +119,73 @@ def test_empty_store_refused(tmp_path):
 def test_roles_refuse_duplicates():
     with pytest.raises(UserError, match="two roles"):
         ColumnRoles(target=["y"], hist_exog=["y"])
+
+
+def test_overwrite_replaces_only_a_store(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a tsforge store"):
+        _write(folder, _series(), overwrite=True)
+    assert (folder / "a.txt").read_text() == "mine" and sorted(tmp_path.iterdir()) == [folder]
+
+
+def test_a_failed_replacement_keeps_the_old_store(tmp_path, monkeypatch):
+    from tsforge.data import store as store_mod
+
+    out = tmp_path / "s.zarr"
+    fingerprint = _write(out, _series()).fingerprint
+
+    def fail(tmp, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_mod, "place", fail)
+    with pytest.raises(OSError):
+        _write(out, _series(n=2), overwrite=True)
+    assert Store(out).fingerprint == fingerprint and sorted(tmp_path.iterdir()) == [out]
+
+
+def test_is_store_reads_the_metadata_and_never_follows_a_link(tmp_path):
+    from tsforge.data.store import is_store
+
+    out = tmp_path / "s.zarr"
+    _write(out, _series())
+    (tmp_path / "link").symlink_to(out)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "zarr.json").write_text('{"node_type": "group", "attributes": {}}')
+    assert is_store(out)
+    assert not is_store(tmp_path / "link") and not is_store(tmp_path / "plain")
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: (p / "zarr.json").write_text("{"), "not valid JSON"),
+    (lambda p: (p / "zarr.json").unlink(), "no zarr.json"),
+    (lambda p: _edit(p, roles={"target": "y"}), "'roles' has a bad entry 'target'"),
+    (lambda p: _edit(p, columns=["y", "z"]), "are not the roles'"),
+    (lambda p: _edit(p, n_series=2), "indptr has shape"),
+    (lambda p: _edit(p, time_unit="days"), "'time_unit'"),
+], ids=["json", "no-meta", "roles", "columns", "n_series", "time_unit"])  # fmt: skip
+def test_damaged_metadata_is_a_user_error_naming_the_store(tmp_path, damage, words):
+    out = tmp_path / "s.zarr"
+    _write(out, _series())
+    damage(out)
+    with pytest.raises(UserError, match=words) as err:
+        Store(out)
+    assert str(out) in str(err.value)
+
+
+def _edit(path, **attrs):
+    import json
+
+    doc = json.loads((path / "zarr.json").read_text())
+    doc["attributes"].update(attrs)
+    (path / "zarr.json").write_text(json.dumps(doc))
+
+
+def test_a_damaged_chunk_is_a_user_error_naming_the_store(tmp_path):
+    out = tmp_path / "s.zarr"
+    store = _write(out, _series(n=1))
+    (out / "values" / "c" / "0" / "0").write_bytes(b"\x00" * 40)
+    with pytest.raises(UserError, match="damaged chunk"):
+        Store(out).series_values(0)
+    assert store.values.shape == (50, 1)  # the rest of zarr's array is as it was

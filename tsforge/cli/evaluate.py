@@ -16,7 +16,7 @@ import math
 
 
 def add_parser(sub) -> None:
-    from tsforge.train.inference import CHECKPOINTS
+    from tsforge.train import CHECKPOINTS
 
     p = sub.add_parser(
         "evaluate",

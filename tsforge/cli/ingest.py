@@ -6,7 +6,10 @@
     tsforge data ingest data.parquet --out data.zarr --json
 
 Bad input exits with code 2 and one line naming the file, the row or series, and the fix;
-nothing is left at --out. See `tsforge.data.ingest.ingest` for the meaning of each option.
+nothing is left at --out. A full disk or a read-only folder exits 1 with one line naming
+--out. `--overwrite` replaces only a store, atomically once the new one is complete; never the
+current folder, an input, a folder that is not a store, or a link. See
+`tsforge.data.ingest.ingest` for the meaning of each option.
 """
 
 from __future__ import annotations
@@ -117,7 +120,9 @@ def add_parser(sub) -> None:
         default=1_000_000,
         help="input rows held in memory at once (memory against speed)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing store at --out once the new one is complete "
+                   "(only a store: never another folder, an input or a link)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=_run)
 

@@ -11,7 +11,8 @@
 
 Every subcommand module exposes `add_parser(subparsers)`; its handler returns an exit code.
 `UserError` becomes one line on stderr and exit code 2; a stop signal becomes exit code 130
-(see `interrupt.py`); nothing else is caught here.
+(see `interrupt.py`); an `OSError` (a full disk, a read-only folder: the machine, not the
+input) becomes one line naming its path and exit code 1; nothing else is caught here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 
 from tsforge import __version__
 from tsforge.cli import interrupt
-from tsforge.errors import EXIT_USAGE, UserError
+from tsforge.errors import EXIT_FAILURE, EXIT_USAGE, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,17 +48,29 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
     except UserError as err:
-        print(f"tsforge: error: {err}", file=sys.stderr)
+        _error(str(err))
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tsforge: interrupted", file=sys.stderr)
         return 130
-    except Exception:
-        if not interrupt.received():
+    except Exception as err:
+        if interrupt.received():
+            # The stop surfaced as another error from inside C code; the clean-up has run.
+            print("tsforge: interrupted", file=sys.stderr)
+            return 130
+        if not isinstance(err, OSError):
             raise
-        # The stop surfaced as another error from inside C code; the clean-up has run.
-        print("tsforge: interrupted", file=sys.stderr)
-        return 130
+        where = f"{err.filename}: " if err.filename else ""
+        _error(f"{where}{err.strerror or err}")
+        return EXIT_FAILURE
+
+
+def _error(message: str) -> None:
+    """One line on stderr, whatever the message quotes from the input: line breaks become
+    spaces, and control characters (a terminal's escape sequences) are shown escaped."""
+    line = " ".join(message.split())
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    print(f"tsforge: error: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ The input is a store, or a CSV / Parquet file laid out like the run's data (the 
 store's column roles and frequency are applied; it is ingested to a temporary store that is
 deleted afterwards). Forecasts start after each series' last target value; a model that reads
 future-known covariates needs the H rows after it, with the covariates filled and the target
-empty. The output is long: `unique_id, ds, <model>[, <model>-q-<level>...]`, written to a
-temporary file and renamed, so a failure leaves no output. See `tsforge.train.inference`.
+empty. Input at another frequency than the run's is refused (`--freq` names the input's, else
+it is inferred). The output is long: `unique_id, ds, <model>[, <model>-q-<level>...]`,
+written to a temporary file in --output's folder (which must exist) and renamed, so a failure
+leaves no output; `--overwrite` replaces a file, never a folder, a link or the input. See
+`tsforge.train.inference`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def _levels(text: str) -> tuple[float, ...]:
 
 def add_parser(sub) -> None:
     from tsforge.data.ingest import FORMATS, ON_GAP
-    from tsforge.train.inference import CHECKPOINTS
+    from tsforge.train import CHECKPOINTS
 
     p = sub.add_parser(
         "predict",
@@ -43,13 +46,15 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", help="a run directory (hydra.run.dir of python -m tsforge.launch)")
     p.add_argument("--input", required=True,
                    help="a store, or a .csv / .parquet file laid out like the run's data")
-    p.add_argument("--output", required=True, help="a .parquet or .csv file to write")
+    p.add_argument("--output", required=True,
+                   help="a .parquet or .csv file to write, in an existing folder")
     p.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
                    help="best (default; latest if the run has no best) or latest")
     p.add_argument("--quantiles", type=_levels, default=None,
                    help="levels to write for a probabilistic model, e.g. 0.05,0.5,0.95 "
                    "(default: the loss's own)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output file (never a folder or an input)")
     ingest = p.add_argument_group("CSV / Parquet input (as in 'tsforge data ingest')")
     ingest.add_argument("--format", default="long", choices=FORMATS)
     ingest.add_argument("--id-col", default="unique_id", help="series id column (long format)")
@@ -57,11 +62,23 @@ def add_parser(sub) -> None:
     ingest.add_argument("--on-gap", default="error", choices=ON_GAP,
                         help="what a missing step does: refuse it, or fill it (nan, ffill)")
     ingest.add_argument("--ignore-cols", type=_names, default=(), help="columns to leave out")
+    ingest.add_argument("--freq", default=None,
+                        help="the input's frequency (default: inferred); it must be the run's")
+    ingest.add_argument("--time-format", default=None,
+                        help="strptime format of the timestamps (default: detected)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=_predict)
 
 
 def _predict(args) -> int:
+    from pathlib import Path
+
+    from tsforge.data.outputs import FORECAST_SUFFIXES, check_file_target
+
+    # A bad --output is refused before torch and the model load (seconds); predict checks it
+    # again, with the training store among the inputs.
+    check_file_target(Path(args.output), flag="--output", suffixes=FORECAST_SUFFIXES,
+                      overwrite=args.overwrite, inputs=[args.input])  # fmt: skip
     from tsforge.train.inference import load_run, predict
 
     # A polite kill (a scheduler's time limit, `kill PID`) cleans up like Ctrl-C does: the
@@ -71,7 +88,7 @@ def _predict(args) -> int:
             load_run(args.run_dir, args.checkpoint), args.input, args.output,
             quantiles=args.quantiles, overwrite=args.overwrite, format=args.format,
             id_col=args.id_col, time_col=args.time_col, on_gap=args.on_gap,
-            ignore_cols=args.ignore_cols,
+            ignore_cols=args.ignore_cols, freq=args.freq, time_format=args.time_format,
         )  # fmt: skip
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
@@ -81,6 +98,7 @@ def _predict(args) -> int:
     for ids, why in ((summary.skipped_short, "have fewer rows than the model's input needs"),
                      (summary.skipped_empty, "have no target value")):
         if ids:
-            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            # repr: quoted, with any control character of a hostile id escaped
+            shown = ", ".join(map(repr, ids[:5])) + (", ..." if len(ids) > 5 else "")
             print(f"skipped {len(ids):,} series that {why}: {shown}")
     return 0

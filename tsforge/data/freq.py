@@ -59,6 +59,7 @@ _ALIASES: dict[str, tuple[str, int]] = {
     "A": ("ME", 12),
 }
 CALENDAR = ("MS", "ME")
+MAX_STEP = 2**62  # steps are int64, and a step is added to int64 times: keep headroom
 UNITS = ("index", "ns", *CALENDAR)
 _DAY = NS_PER["D"]
 _HELP = (
@@ -79,6 +80,8 @@ class Freq:
             raise ValueError(f"unit {self.unit!r} is not one of {UNITS}")
         if int(self.n) < 1:
             raise UserError(f"a frequency must step forward, got {self.n} {self.unit}")
+        if int(self.n) > MAX_STEP:
+            raise UserError(f"a step of {self.n} {self.unit} is longer than time can count")
         object.__setattr__(self, "n", int(self.n))
 
     # -- construction -------------------------------------------------------------------
@@ -93,6 +96,11 @@ class Freq:
             freq = text
         elif time_unit == "index":
             if isinstance(text, (int, np.integer)) or re.fullmatch(r"\s*\d+\s*", str(text)):
+                if not 1 <= int(text) <= MAX_STEP:
+                    raise UserError(
+                        f"--freq '{text}' is not a step forward that time can count: give a "
+                        "positive integer step such as --freq 1"
+                    )
                 return cls(int(text), "index")
             raise UserError(
                 f"--freq '{text}' is a duration but the time column holds integers: "
@@ -104,7 +112,13 @@ class Freq:
                 raise UserError(f"--freq '{text}' is not a frequency: {_HELP}")
             unit, mult = _ALIASES[m.group(2)]
             k = int(m.group(1) or 1) * mult
-            freq = cls(k, unit) if unit in CALENDAR else cls(k * NS_PER[unit], "ns")
+            n = k if unit in CALENDAR else k * NS_PER[unit]
+            if not 1 <= n <= MAX_STEP:
+                raise UserError(
+                    f"--freq '{text}' is not a step forward that time can count: give a "
+                    "positive step such as 1h, 15min or 3MS"
+                )
+            freq = cls(n, unit if unit in CALENDAR else "ns")
         if (freq.unit == "index") != (time_unit == "index"):
             raise UserError(
                 f"--freq {freq.name} does not fit a time column of "

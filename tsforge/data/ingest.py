@@ -20,8 +20,11 @@ in pieces and never held whole, in three passes over temporary files beside the 
 
 Memory is one piece, O(n_series) metadata and the longest series (a store's series is written
 whole). Every problem in the input is a `UserError` naming the file and the row or series and
-the fix; on any failure (Ctrl-C included) nothing is left at `out` and temporary files are
-removed.
+the fix; on any failure (Ctrl-C included) nothing is left at `out`, temporary files and the
+folders made for `out` are removed, and a store that `overwrite` was to replace is untouched.
+`overwrite` replaces only a store, never an input or the current folder
+(`tsforge.data.outputs.check_target`). A fault of the disk written to (full, read-only) is an
+`OSError` that names `out`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import time
 from pathlib import Path
 
@@ -36,9 +40,10 @@ import numpy as np
 
 from tsforge.data import splits as splits_mod
 from tsforge.data.freq import Freq, format_time
+from tsforge.data.outputs import check_target, missing_parents, writing
 from tsforge.data.readers import Piece, open_source
 from tsforge.data.spill import Spill, record_dtype
-from tsforge.data.store import Codec, ColumnRoles, StoreWriter
+from tsforge.data.store import Codec, ColumnRoles, StoreWriter, is_store
 from tsforge.errors import UserError
 
 FORMATS = ("long", "wide")
@@ -46,6 +51,8 @@ ON_GAP = ("error", "nan", "ffill")
 ON_NAN = ("error", "keep", "drop")
 # Filling gaps must not turn a wrong --freq into a store many times the input's size.
 MAX_FILL_FACTOR = 10
+# The longest span int64 nanoseconds (or integer steps) can hold: about 292 years.
+MAX_SPAN = 2**63 - 1
 
 
 @dataclasses.dataclass
@@ -105,6 +112,8 @@ def ingest(
     is refused. `time_format` is a strptime format for text timestamps (default: detected
     from the first row). `series_id` names the one series of wide input (default: the file
     name without its extensions). `piece_rows` bounds the rows held in memory at once.
+    `overwrite` lets an existing store at `out` be replaced (only a store; see the module's
+    docstring); folders missing above `out` are made, and removed again on failure.
     """
     t0 = time.perf_counter()
     target = None if target is None else _names(target)
@@ -114,15 +123,16 @@ def ingest(
     _check_choice("--format", format, FORMATS)
     _check_choice("--on-gap", on_gap, ON_GAP)
     _check_choice("--on-nan", on_nan, ON_NAN)
-    if int(min_length) < 1:
-        raise UserError(f"--min-length must be at least 1, got {min_length}")
-    if int(piece_rows) < 1:
-        raise UserError(f"piece_rows must be at least 1, got {piece_rows}")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists: pass --overwrite or choose another --out")
+    min_length = _at_least_one("--min-length", min_length)
+    piece_rows = _at_least_one("--piece-rows", piece_rows)
+    if chunk_rows is not None:
+        chunk_rows = _at_least_one("--chunk-rows", chunk_rows)
     split_spec = _split_spec(split)
     codec.build()  # an invalid codec fails now, not after reading the whole input
+    out = Path(out)
+    check_target(out, flag="--out", overwrite=overwrite, inputs=[src], replaceable=is_store,
+                 what="a tsforge store")  # fmt: skip
+    made = missing_parents(out, "--out")
 
     source = open_source(src, time_format=time_format)
     roles = _roles(
@@ -140,38 +150,39 @@ def ingest(
         time_unit=tspec.unit,
         on_gap=on_gap,
         on_nan=on_nan,
-        min_length=int(min_length),
-        piece_rows=int(piece_rows),
+        min_length=min_length,
+        piece_rows=piece_rows,
         series_id=str(series_id),
     )
-
-    with Spill(out.parent, out.name, len(roles.value_columns), block_rows=piece_rows) as spill:
-        job.read(
-            spill,
-            source.pieces(
-                id_col=job.id_col,
-                time_col=time_col,
-                numeric=list(roles.value_columns + roles.static),
-                time=tspec,
-                piece_rows=int(piece_rows),
-            ),
-        )
-        order = np.array(sorted(range(len(job.ids)), key=job.ids.__getitem__), dtype=np.int64)
-        spill.arrange(order)
-        with StoreWriter(
-            out,
-            roles=roles,
-            freq=user_freq.name if user_freq else "",
-            time_unit=tspec.unit,
-            codec=codec,
-            chunk_rows=chunk_rows,
-            overwrite=overwrite,
-        ) as writer:
-            found = job.write(spill, order, writer, user_freq)
-            # The frequency is known only once the series are read; the writer keeps it
-            # for commit().
-            writer.freq = found.name
-            store = writer.commit(splits=split_spec)
+    with writing(out, "--out", made=made, reads=source.reads):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Spill(out.parent, out.name, len(roles.value_columns), block_rows=piece_rows) as spill:
+            job.read(
+                spill,
+                source.pieces(
+                    id_col=job.id_col,
+                    time_col=time_col,
+                    numeric=list(roles.value_columns + roles.static),
+                    time=tspec,
+                    piece_rows=piece_rows,
+                ),
+            )
+            order = np.array(sorted(range(len(job.ids)), key=job.ids.__getitem__), dtype=np.int64)
+            spill.arrange(order)
+            with StoreWriter(
+                out,
+                roles=roles,
+                freq=user_freq.name if user_freq else "",
+                time_unit=tspec.unit,
+                codec=codec,
+                chunk_rows=chunk_rows,
+                overwrite=overwrite,
+            ) as writer:
+                found = job.write(spill, order, writer, user_freq)
+                # The frequency is known only once the series are read; the writer keeps it
+                # for commit().
+                writer.freq = found.name
+                store = writer.commit(splits=split_spec)
     return IngestSummary(
         n_series=store.n_series,
         n_rows=store.n_timesteps,
@@ -191,6 +202,16 @@ def _check_choice(flag: str, value, choices) -> None:
         raise UserError(f"{flag} '{value}' is not one of {', '.join(choices)}")
 
 
+def _at_least_one(flag: str, value) -> int:
+    try:
+        n = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or n < 1:
+        raise UserError(f"{flag} must be a whole number of at least 1, got {value}")
+    return n
+
+
 def _names(cols) -> tuple[str, ...]:
     """Column names from a list, or from one name given as a string."""
     return (cols,) if isinstance(cols, str) else tuple(cols)
@@ -202,12 +223,17 @@ def _split_spec(split) -> dict | None:
     if isinstance(split, dict):
         return splits_mod.validate(split)
     text = str(split).strip()
-    if text.startswith("{"):
-        try:
-            return splits_mod.validate(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise UserError(f"--split '{text}' is not valid JSON ({err.msg})") from None
-    return splits_mod.validate(splits_mod.preset(text))
+    if not text.startswith("{"):
+        return splits_mod.validate(splits_mod.preset(text))
+    try:
+        spec = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        why = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+        raise UserError(f"--split '{text}' is not valid JSON ({why})") from None
+    try:
+        return splits_mod.validate(spec)
+    except UserError as err:
+        raise UserError(f"--split '{text}': {err}") from None
 
 
 def _stem(path: Path) -> str:
@@ -511,6 +537,12 @@ class _Job:
             o = np.argsort(ts, kind="stable")
             ts, rows, values = ts[o], rows[o], values[o]
         self._check_duplicates(uid, ts, rows)
+        if int(ts[-1]) - int(ts[0]) > MAX_SPAN:  # steps between them would overflow int64
+            raise UserError(
+                f"{self.at_two(rows[0], rows[-1])}: series '{uid}' runs from "
+                f"{format_time(ts[0], self.time_unit)} to {format_time(ts[-1], self.time_unit)}, "
+                f"further apart than {self.time_col} can count steps: fix the timestamps"
+            )
         if self._freq_from is not None or self._freq is None:
             # Rows dropped for missing values still show the series' step.
             found = Freq.infer(ts if all_ts is None else all_ts, self.time_unit)

@@ -7,7 +7,11 @@ dictionary-encoded, the time column as int64 (ns since the epoch, or an integer 
 numeric columns as float64 with nulls for missing cells. Memory is one piece (for Parquet, one
 row group), whatever the input size.
 
-Bad cells become `UserError`s that name the file, the 1-based data row and the fix. CSV is
+Only regular files are read: a pipe or a device (`/dev/zero`) could block or never end. Bytes
+that do not decode (a truncated .csv.gz, a corrupt Parquet page, binary junk, text that is not
+UTF-8) are `UserError`s naming the file; a fault of the system while reading (errno set) stays
+an `OSError`, naming the file. Bad cells become `UserError`s that name the file, the 1-based
+data row and the fix. CSV is
 cut into chunks of whole lines here and each chunk is parsed by Arrow with the final types
 (fast, multi-threaded); when Arrow refuses a cell, that chunk is parsed again as text to find
 the row of the cell, so that the message can name it.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +59,8 @@ _INT_RE = re.compile(r"\s*[+-]?\d+\s*")
 _ID_TYPE = pa.dictionary(pa.int32(), pa.string())
 _TIME_FIX = "fix the value or pass --time-col with the right column"
 _HEAD_BYTES = 1 << 20  # read to find the header, the row width and the time format
+# A longer line is not a CSV row of a time series: refuse it before it fills the memory.
+MAX_LINE_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +97,10 @@ def open_source(src, *, time_format: str | None = None) -> CsvSource | ParquetSo
             raise UserError(
                 f"{src} is a folder without .parquet files: give a file or such a folder"
             )
+        for file in files:
+            _regular(file)
         return ParquetSource(src, files, time_format)
+    _regular(path)
     if name.endswith((".csv", ".csv.gz", ".csv.bz2")):
         return CsvSource(src, time_format)
     if name.endswith((".parquet", ".pq")):
@@ -99,6 +109,31 @@ def open_source(src, *, time_format: str | None = None) -> CsvSource | ParquetSo
         f"{src}: unknown input type '{''.join(path.suffixes) or name}': "
         "give a .csv, .csv.gz or .parquet file (or a folder of .parquet files)"
     )
+
+
+def _regular(path: Path) -> None:
+    """Refuse what is not a plain file: reading a pipe blocks, a device may never end."""
+    if not path.is_file():
+        raise UserError(
+            f"{path} is not a regular file (a pipe, a device or a socket): save the data to a "
+            "file and give that file"
+        )
+
+
+@contextlib.contextmanager
+def _reading(file: str, kind: str) -> Iterator[None]:
+    """Arrow's complaints about the bytes of `file` (errno unset: truncated, corrupt) become
+    a `UserError`; a fault of the system (errno set) stays an `OSError`, naming `file`."""
+    try:
+        yield
+    except (OSError, pa.ArrowInvalid) as err:
+        if getattr(err, "errno", None) is None:
+            why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"{file} cannot be read as {kind} ({why}): it is truncated or damaged; "
+                "replace it with an intact copy"
+            ) from None
+        raise OSError(err.errno, os.strerror(err.errno), file) from None
 
 
 # -- time -------------------------------------------------------------------------------------
@@ -165,6 +200,11 @@ def _number_error(file: str, row: int, col: str, value) -> UserError:
     )
 
 
+def _not_utf8(file: str, col: str) -> UserError:
+    return UserError(f"{file}: column {col} holds bytes that are not UTF-8 text: save the file "
+                     "as UTF-8")  # fmt: skip
+
+
 # -- CSV --------------------------------------------------------------------------------------
 class CsvSource:
     """A comma-separated file (optionally .gz / .bz2 compressed) with a header row.
@@ -179,22 +219,51 @@ class CsvSource:
         self.display = str(display)
         self.path = Path(display)
         self.time_format = time_format
-        with pa.input_stream(str(self.path), compression="detect") as f:
+        with _reading(self.display, "CSV"), self._open() as f:
             self._head = f.read(_HEAD_BYTES)
         self.columns, self._header_bytes = self._header()
         body = self._head[self._header_bytes :]
         self._bytes_per_row = len(body) / max(1, body.count(b"\n"))
+
+    def _open(self):
+        return pa.input_stream(str(self.path), compression="detect")
+
+    def reads(self, err: OSError) -> bool:
+        """Whether `err` is a fault of reading this source (see `_reading`)."""
+        return err.filename == self.display
 
     def _header(self) -> tuple[list[str], int]:
         head = self._head
         if not head.strip():
             raise UserError(f"{self.display} is empty: give a file with a header and data rows")
         end = head.find(b"\n")
+        if end < 0 and b"\r" in head:
+            raise UserError(
+                f"{self.display} ends its lines with a carriage return alone: save it with "
+                "\\n (or \\r\\n) line ends"
+            )
+        if end < 0 and len(head) == _HEAD_BYTES:
+            raise UserError(
+                f"{self.display} has no line break in its first {_HEAD_BYTES >> 20} MiB, so it "
+                "has no CSV header: give a CSV file (a header line, then one line per row)"
+            )
         size = len(head) if end < 0 else end + 1
-        text = head[:size].decode("utf-8-sig", errors="replace").strip("\r\n")
-        names = next(csv.reader([text]))
+        try:
+            text = head[:size].decode("utf-8-sig").strip("\r\n")
+            names = next(csv.reader([text]))
+        except (UnicodeDecodeError, csv.Error) as err:
+            why = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else str(err)
+            raise UserError(
+                f"{self.display}: the first line is not a CSV header ({why}): give a CSV file "
+                "saved as UTF-8, with a header line"
+            ) from None
         seen = set()
-        for n in names:
+        for i, n in enumerate(names):
+            if not n.strip():
+                raise UserError(
+                    f"{self.display}: column {i + 1} of the header has no name: name it "
+                    "(or remove the extra comma)"
+                )
             if n in seen:
                 raise UserError(f"{self.display} has two columns named '{n}': rename one of them")
             seen.add(n)
@@ -202,7 +271,7 @@ class CsvSource:
 
     def _chunks(self, size: int) -> Iterator[pa.Buffer]:
         """The data rows as buffers of whole lines, about `size` bytes each."""
-        with pa.input_stream(str(self.path), compression="detect") as f:
+        with _reading(self.display, "CSV"), self._open() as f:
             data = f.read(size + self._header_bytes)[self._header_bytes :]
             carry = b""
             while data:
@@ -212,6 +281,11 @@ class CsvSource:
                 if cut:
                     yield pa.py_buffer(memoryview(data)[:cut])
                 carry = data[cut:]
+                if len(carry) > MAX_LINE_BYTES:
+                    raise UserError(
+                        f"{self.display} has a line longer than {MAX_LINE_BYTES >> 20} MiB: "
+                        "it is not a CSV file of rows; give one"
+                    )
                 data = f.read(size)
             if carry.strip():
                 yield pa.py_buffer(carry + b"\n")
@@ -309,13 +383,19 @@ class CsvSource:
             try:
                 text = self._parse(chunk, {col: pa.string()}).column(0).combine_chunks()
                 i = pc.index(text, pa.scalar(value, pa.string())).as_py()
-            except pa.ArrowInvalid:
+            except pa.ArrowInvalid as inner:
+                if "invalid UTF8" in str(inner):
+                    return _not_utf8(self.display, col)
                 i = -1
             if i >= 0:
                 role = roles.get(col)
                 if isinstance(role, TimeSpec):
                     return _time_error(self.display, first_row + i, col, value, role)
                 return _number_error(self.display, first_row + i, col, value)
+        if "invalid UTF8" in msg:
+            m = re.search(r"In CSV column #(\d+)", msg)
+            at = int(m.group(1)) if m else len(self.columns)
+            return _not_utf8(self.display, self.columns[at] if at < len(self.columns) else "?")
         if "CSV parse error" in msg:
             found = []
 
@@ -346,17 +426,32 @@ class ParquetSource:
         self.time_format = time_format
         first = self._file(files[0])
         self.columns = list(first.schema_arrow.names)
+        twice = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        if twice:
+            raise UserError(
+                f"{self._name(files[0])} has two columns named '{twice[0]}': rename one of them"
+            )
 
     def _file(self, path: Path) -> pq.ParquetFile:
-        try:
+        with _reading(self._name(path), "Parquet"):
             return pq.ParquetFile(str(path))
-        except (pa.ArrowInvalid, OSError) as err:
-            raise UserError(
-                f"{path} is not a readable Parquet file ({err}): fix or replace it"
-            ) from None
+
+    def _batches(self, f: pq.ParquetFile, path: Path, **options) -> Iterator[pa.RecordBatch]:
+        """`f.iter_batches(**options)`, with a damaged page refused as `_reading` does."""
+        batches = f.iter_batches(**options)
+        while True:
+            with _reading(self._name(path), "Parquet"):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
 
     def _name(self, path: Path) -> str:
         return self.display if len(self.files) == 1 else str(path)
+
+    def reads(self, err: OSError) -> bool:
+        """Whether `err` is a fault of reading this source (see `_reading`)."""
+        return err.filename in {self.display, *map(str, self.files)}
 
     def time_spec(self, time_col: str) -> TimeSpec:
         f = self._file(self.files[0])
@@ -368,7 +463,7 @@ class ParquetSource:
         if pa.types.is_integer(t):
             return TimeSpec("index")
         if pa.types.is_string(t) or pa.types.is_large_string(t):
-            for batch in f.iter_batches(batch_size=1024, columns=[time_col]):
+            for batch in self._batches(f, self.files[0], batch_size=1024, columns=[time_col]):
                 if batch.num_rows:
                     return detect_time(
                         batch.column(0)[0].as_py(),
@@ -401,7 +496,7 @@ class ParquetSource:
                     f"{name} has no column '{missing[0]}': give every file the same columns"
                 )
             row = 1
-            for batch in f.iter_batches(batch_size=piece_rows, columns=need):
+            for batch in self._batches(f, path, batch_size=piece_rows, columns=need):
                 yield Piece(
                     file=name,
                     first_row=row,

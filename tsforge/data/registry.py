@@ -32,6 +32,7 @@ from pathlib import Path
 import zarr
 
 from tsforge.data import m4, synthetic
+from tsforge.data.outputs import place
 from tsforge.data.splits import PRESETS
 from tsforge.data.store import Store
 from tsforge.errors import UserError
@@ -184,9 +185,12 @@ def warn(message: str) -> None:
     print(f"tsforge: warning: {message}", file=sys.stderr)
 
 
-def fetch(raw: RawFile, dest_dir: str | os.PathLike | None = None) -> Fetched:
+def fetch(raw: RawFile, dest_dir: str | os.PathLike | None = None, *, repair: bool = True
+          ) -> Fetched:  # fmt: skip
     """`raw` from TSFORGE_DATA_DIR, else from `dest_dir` (the cache folder by default), else
-    downloaded into `dest_dir` under its official name. A SHA-256 mismatch is a UserError."""
+    downloaded into `dest_dir` under its official name. A SHA-256 mismatch is a UserError.
+    A file in `dest_dir` that does not match is downloaded again with `repair` (a cache's own
+    file), and refused without it (a folder of the user's: the file may be their only copy)."""
     local = data_dir()
     if local is not None and (local / raw.name).is_file():
         path = local / raw.name
@@ -202,6 +206,12 @@ def fetch(raw: RawFile, dest_dir: str | os.PathLike | None = None) -> Fetched:
         digest = sha256_of(dest)
         if not raw.sha256 or digest == raw.sha256:
             return _checked(raw, dest, digest, "cache")
+        if not repair:
+            raise UserError(
+                f"{dest} is not the official {raw.name} (SHA-256 {digest}, the registry "
+                f"expects {raw.sha256}), and it will not be replaced: move it away or choose "
+                "another --dir"
+            )
         warn(f"{dest} does not match its SHA-256; downloading it again")
         dest.unlink()
     digest = _download(raw, dest)
@@ -254,8 +264,9 @@ def _download(raw: RawFile, dest: Path) -> str:
 
 
 def download(name: str, dest_dir: str | os.PathLike | None = None) -> list[Fetched]:
-    """Every file of dataset `name`, found or fetched and checked (see `fetch`)."""
-    return [fetch(raw, dest_dir) for raw in get(name).files]
+    """Every file of dataset `name`, found or fetched and checked (see `fetch`); a file of
+    another content already in a `dest_dir` of the user's is refused, never replaced."""
+    return [fetch(raw, dest_dir, repair=dest_dir is None) for raw in get(name).files]
 
 
 # -- stores -------------------------------------------------------------------------------
@@ -311,9 +322,7 @@ def _convert(entry: Dataset, fetched: list[Fetched], out: Path) -> None:
             )  # fmt: skip
         group = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
         group.attrs["source"] = {**group.attrs.get("source", {}), **source}
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        place(tmp, out)  # a store rebuilt with --overwrite stays whole until the new is in
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

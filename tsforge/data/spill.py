@@ -170,10 +170,14 @@ class Spill:
 
     # -- cleanup --------------------------------------------------------------------------
     def close(self) -> None:
-        if not self._writer.closed:
-            self._writer.close()
-        for path in self.paths:
-            path.unlink(missing_ok=True)
+        try:
+            if not self._writer.closed:
+                self._writer.close()
+        except OSError:
+            pass  # a full disk refuses the last flush too; the error that led here is raised
+        finally:
+            for path in self.paths:
+                path.unlink(missing_ok=True)
 
     def __enter__(self) -> Spill:
         return self

@@ -17,6 +17,8 @@ unless the loader pads.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from tsforge.errors import UserError
@@ -43,6 +45,8 @@ def preset(name: str) -> dict:
 
 def validate(spec: dict) -> dict:
     """Check a split spec's keys and values; returns it as a plain dict."""
+    if spec is not None and not isinstance(spec, Mapping):
+        raise UserError(f"a split spec is a mapping such as {PRESETS['m4_hourly']}, got {spec!r}")
     spec = dict(spec or {"kind": "none"})
     kind = spec.get("kind")
     if kind not in KINDS:
@@ -51,6 +55,18 @@ def validate(spec: dict) -> dict:
     for key in need[kind]:
         if key not in spec:
             raise UserError(f"split of kind '{kind}' needs the key '{key}'")
+    extra = sorted(set(spec) - {"kind", *need[kind]})
+    if extra:
+        raise UserError(f"split of kind '{kind}' has no key '{extra[0]}': its keys are "
+                        f"{', '.join(need[kind]) or 'none'}")  # fmt: skip
+    # Rows are counted in whole numbers; ratios are fractions (a bool is neither).
+    for key in need[kind]:
+        value = spec[key]
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        number = whole or isinstance(value, float) and np.isfinite(value)
+        if not (number if kind == "ratio" else whole):
+            want = "a fraction" if kind == "ratio" else "a whole number of rows"
+            raise UserError(f"split {kind} '{key}' must be {want}, got {value!r}")
     if kind == "borders" and not 0 < spec["train"] <= spec["val"] <= spec["test"]:
         raise UserError("split borders must satisfy 0 < train <= val <= test")
     ratios_ok = spec.get("train", 0) > 0 and spec.get("test", 0) >= 0

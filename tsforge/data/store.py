@@ -14,8 +14,12 @@ One Zarr v3 group per dataset:
 
 No per-window index is stored: window counts follow from `indptr`. A `StoreWriter` writes to
 a temporary folder beside the target and renames it into place on `commit()`, so a failed
-write leaves nothing at the target path. Values are appended chunk by chunk, so writing never
-holds more than one chunk of rows plus O(n_series) metadata.
+write leaves nothing at the target path; with `overwrite=True` it replaces only a store (one
+that `is_store` recognises by its metadata), swapped in atomically once the new one is
+complete (`tsforge.data.outputs.place`). Values are appended chunk by chunk, so writing never
+holds more than one chunk of rows plus O(n_series) metadata. `Store` checks the metadata it
+opens, so a folder that is not a store, or a store whose metadata was damaged, is a
+`UserError` naming the path rather than a failure later on.
 
     with StoreWriter("data.zarr", columns=["y"], roles=ColumnRoles(target=["y"]), freq="h") as w:
         w.add_series("a", start_ns, values_TC)
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -36,12 +41,31 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from tsforge.data.outputs import place
 from tsforge.errors import UserError
 
 SCHEMA_VERSION = 1
 DEFAULT_CHUNK_BYTES = 512 * 1024  # decoded chunk size to aim for: 256 KiB - 1 MiB
 TIME_UNITS = ("ns", "index")
 _STATS = ("count", "mean", "std", "min", "max")
+CNAMES = ("lz4", "lz4hc", "zstd", "zlib", "blosclz")  # what Blosc builds here (not snappy)
+SHUFFLES = ("noshuffle", "shuffle", "bitshuffle")
+CLEVELS = range(10)
+# Attributes every store carries, with their types: what `is_store` and `Store` look for.
+_ATTR_TYPES = {
+    "schema_version": int,
+    "freq": str,
+    "time_unit": str,
+    "columns": list,
+    "roles": dict,
+    "splits": dict,
+    "codec": dict,
+    "fingerprint": str,
+    "n_series": int,
+}
+# What Zarr and its codecs raise for a chunk that does not decode (blosc: RuntimeError).
+_DAMAGED = (RuntimeError, ValueError, zarr.errors.BaseZarrError)
+_MAX_META_BYTES = 16 << 20  # a store's zarr.json is a few KiB; never read a huge one whole
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +106,14 @@ class Codec:
     shuffle: str = "shuffle"  # "noshuffle" | "shuffle" | "bitshuffle"
 
     def build(self, typesize: int = 4) -> BloscCodec:
+        # Checked here, with the option to fix: Blosc itself accepts a clevel out of range
+        # and names it only when the first chunk fails to compress.
+        if self.cname not in CNAMES:
+            raise UserError(f"--codec '{self.cname}' is not one of {'|'.join(CNAMES)}")
+        if self.shuffle not in SHUFFLES:
+            raise UserError(f"--shuffle '{self.shuffle}' is not one of {'|'.join(SHUFFLES)}")
+        if isinstance(self.clevel, bool) or self.clevel not in CLEVELS:
+            raise UserError(f"--clevel {self.clevel} is out of range: give a level from 0 to 9")
         try:
             return BloscCodec(
                 cname=self.cname, clevel=self.clevel, shuffle=self.shuffle, typesize=typesize
@@ -163,8 +195,13 @@ class StoreWriter:
         overwrite: bool = False,
     ):
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
+        if os.path.lexists(self.path) and not overwrite:
             raise UserError(f"{self.path} already exists: pass --overwrite or choose another --out")
+        if os.path.lexists(self.path) and not is_store(self.path):
+            raise UserError(
+                f"{self.path} is not a tsforge store, so --overwrite will not replace it: "
+                "remove it yourself or choose another --out"
+            )
         if time_unit not in TIME_UNITS:
             raise UserError(f"time_unit '{time_unit}' is not one of {TIME_UNITS}")
         self.roles = roles
@@ -175,18 +212,25 @@ class StoreWriter:
         self.n_static = len(roles.static)
         self.chunk_rows = int(chunk_rows or chunk_rows_for(self.n_channels, chunk_bytes))
         if self.chunk_rows < 1:
-            raise UserError(f"chunk_rows must be positive, got {self.chunk_rows}")
+            raise UserError(f"--chunk-rows must be at least 1, got {self.chunk_rows}")
+        compressor = codec.build()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
-        self.values = self.group.create_array(
-            "values",
-            shape=(0, self.n_channels),
-            chunks=(self.chunk_rows, self.n_channels),
-            dtype="float32",
-            compressors=codec.build(),
-            fill_value=np.nan,
-        )
+        self._done = False
+        try:
+            self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
+            self.values = self.group.create_array(
+                "values",
+                shape=(0, self.n_channels),
+                chunks=(self.chunk_rows, self.n_channels),
+                dtype="float32",
+                compressors=compressor,
+                fill_value=np.nan,
+            )
+        except BaseException:
+            # Not yet a context manager's: nobody else would remove the folder.
+            self.abort()
+            raise
         self._buf = np.empty((self.chunk_rows, self.n_channels), dtype=np.float32)
         self._buf_rows = 0
         self._written = 0
@@ -196,7 +240,6 @@ class StoreWriter:
         self._static = _Grow(self.n_static, np.float32)
         self._stats = _Stats(self.n_channels)
         self._hash = hashlib.blake2b(digest_size=16)
-        self._done = False
 
     # -- writing ------------------------------------------------------------------------
     def add_series(
@@ -278,9 +321,8 @@ class StoreWriter:
         self._hash.update(repr([(k, meta[k]) for k in content]).encode())
         meta["fingerprint"] = self._hash.hexdigest()
         self.group.attrs.update({**(extra_attrs or {}), **meta})
-        if self.path.exists():  # only reachable with overwrite=True
-            shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
-        os.replace(self.tmp, self.path)
+        # An old store (overwrite=True) stays whole until the new one has taken its place.
+        place(self.tmp, self.path)
         self._done = True
         return Store(self.path)
 
@@ -311,28 +353,49 @@ class Store:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             raise UserError(
                 f"store {self.path} does not exist: create it with 'tsforge data ingest'"
             )
-        try:
-            self.group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
-            self.attrs = dict(self.group.attrs)
-            self.values = self.group["values"]
-        except (FileNotFoundError, KeyError, ValueError, zarr.errors.BaseZarrError) as err:
-            raise UserError(
-                f"{self.path} is not a tsforge store ({type(err).__name__}): "
-                "re-create it with 'tsforge data ingest'"
-            ) from None
-        version = self.attrs.get("schema_version")
+        attrs = read_metadata(self.path)
+        version = attrs["schema_version"]
         if version != SCHEMA_VERSION:
             raise UserError(
                 f"store {self.path} has schema version {version}, this tsforge reads "
                 f"{SCHEMA_VERSION}: re-ingest it with this version"
             )
-        self.indptr: np.ndarray = self.group["indptr"][:]
-        self.roles = ColumnRoles(**self.attrs["roles"])
+        try:
+            self.group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+            self.attrs = dict(self.group.attrs)
+            self.values = _Values(self.group["values"], self.path)
+            indptr = self.group["indptr"]
+            if indptr.shape != (attrs["n_series"] + 1,):  # before reading it whole
+                raise ValueError(f"indptr has shape {indptr.shape}")
+            self.indptr: np.ndarray = indptr[:]
+            self.roles = ColumnRoles(**attrs["roles"])
+            self._check_layout()
+        except MemoryError:  # numpy refuses the claimed size before allocating anything
+            raise _not_a_store(self.path, f"its metadata claims {attrs['n_series']:,} series, "
+                               "more than memory holds") from None  # fmt: skip
+        except (*_DAMAGED, KeyError, TypeError, OSError) as err:
+            raise _not_a_store(self.path, f"{type(err).__name__}: {err}") from None
         self._cache: dict[str, np.ndarray] = {}
+
+    def _check_layout(self) -> None:
+        """The arrays agree with each other and with the attributes (ValueError if not)."""
+        n, columns = self.attrs["n_series"], self.attrs["columns"]
+        if list(self.roles.value_columns) != columns:
+            raise ValueError(f"columns {columns} are not the roles' {self.roles.value_columns}")
+        if self.values.ndim != 2 or self.values.shape[1] != len(columns):
+            raise ValueError(f"values has shape {self.values.shape} for {len(columns)} columns")
+        ptr = self.indptr
+        if ptr.dtype.kind not in "iu" or ptr[0] != 0 or np.any(np.diff(ptr) < 0):
+            raise ValueError("indptr is not a run of increasing row offsets from 0")
+        if ptr[-1] != self.values.shape[0]:
+            raise ValueError(f"indptr ends at {ptr[-1]}, values have {self.values.shape[0]} rows")
+        for name in ("id", "start"):
+            if self.group[f"series/{name}"].shape != (n,):
+                raise ValueError(f"series/{name} does not hold one entry per series")
 
     # -- metadata -----------------------------------------------------------------------
     @property
@@ -381,7 +444,10 @@ class Store:
 
     def _series(self, name: str) -> np.ndarray:
         if name not in self._cache:
-            self._cache[name] = self.group[f"series/{name}"][:]
+            try:
+                self._cache[name] = self.group[f"series/{name}"][:]
+            except (*_DAMAGED, KeyError) as err:
+                raise _damaged(self.path, f"series/{name}", err) from None
         return self._cache[name]
 
     @property
@@ -430,5 +496,81 @@ class Store:
         }
 
 
+class _Values:
+    """A store's `values` array, read as Zarr reads it, except that a damaged chunk is a
+    `UserError` naming the store rather than a decoder's error deep inside a command."""
+
+    def __init__(self, array, path: Path):
+        self._array, self._path = array, path
+
+    def __getitem__(self, key) -> np.ndarray:
+        try:
+            return self._array[key]
+        except _DAMAGED as err:
+            raise _damaged(self._path, "values", err) from None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # not delegated: copying and pickling find no loop
+            raise AttributeError(name)
+        return getattr(self._array, name)
+
+
 def open_store(path: str | os.PathLike) -> Store:
     return Store(path)
+
+
+def _damaged(path: Path, array: str, err: Exception) -> UserError:
+    return UserError(f"store {path} has a damaged chunk of {array} ({type(err).__name__}: "
+                     f"{err}): re-create it with 'tsforge data ingest'")  # fmt: skip
+
+
+def _not_a_store(path: Path, why: str) -> UserError:
+    return UserError(f"{path} is not a tsforge store ({why}): give the folder that 'tsforge "
+                     "data ingest' wrote, or re-create it with 'tsforge data ingest'")  # fmt: skip
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of the store at `path`, read from its zarr.json without opening it with
+    Zarr; a `UserError` naming the path says why it is not a store."""
+    path = Path(path)
+    meta = path / "zarr.json"
+    if not path.is_dir():
+        raise _not_a_store(path, "not a folder")
+    if meta.is_symlink() or not meta.is_file():
+        raise _not_a_store(path, "no zarr.json in it")
+    try:
+        if meta.stat().st_size > _MAX_META_BYTES:
+            raise _not_a_store(path, "its zarr.json is too large to be a store's")
+        doc = json.loads(meta.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        raise _not_a_store(path, "its zarr.json is not valid JSON") from None
+    attrs = doc.get("attributes") if isinstance(doc, dict) else None
+    if not isinstance(attrs, dict) or doc.get("node_type") != "group":
+        raise _not_a_store(path, "its zarr.json has no tsforge metadata")
+    for key, kind in _ATTR_TYPES.items():
+        if key not in attrs:
+            raise _not_a_store(path, f"its metadata has no '{key}'")
+        if not isinstance(attrs[key], kind) or isinstance(attrs[key], bool):
+            raise _not_a_store(path, f"its metadata '{key}' is not a {kind.__name__}")
+    roles = attrs["roles"]
+    fields = {f.name for f in dataclasses.fields(ColumnRoles)}
+    for key, names in roles.items():
+        if key not in fields or not (
+            isinstance(names, list) and all(isinstance(c, str) for c in names)
+        ):
+            raise _not_a_store(path, f"its metadata 'roles' has a bad entry '{key}'")
+    if attrs["time_unit"] not in TIME_UNITS or attrs["n_series"] < 1:
+        raise _not_a_store(path, "its metadata 'time_unit' or 'n_series' is out of range")
+    return attrs
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder that tsforge wrote as a store (its own metadata says so);
+    a link is never one, whatever it points to."""
+    if Path(path).is_symlink():
+        return False
+    try:
+        read_metadata(path)
+    except (UserError, OSError):
+        return False
+    return True

@@ -37,8 +37,34 @@ def seed_everything(seed: int, rank: int) -> None:
 def check_data(data: DictConfig) -> None:
     """Data settings that are wrong, checked before launch (the run directory is not made)."""
     if data.name == "store":
-        store(data)  # exists and is a store of this schema, or a UserError saying so
+        st = store(data)  # exists and is a store of this schema, or a UserError saying so
+        _check_train_target(data, st)
     _metrics_unscaled(data)
+
+
+def _check_train_target(data: DictConfig, st: Store) -> None:
+    """A target with no finite value in the train split would train on nothing (NaN losses
+    and metrics). Reads chunk by chunk and stops at the first finite value: one read for any
+    store worth training on."""
+    from tsforge.data import splits
+
+    _, train_hi = splits.resolve(_split_spec(data, st), st.lengths, "train")
+    starts = st.indptr[:-1]
+    ends = starts + np.minimum(train_hi, np.diff(st.indptr))
+    target = st.column_index(st.roles.target)
+    rows = st.chunk_rows
+    for k in range(-(-st.n_timesteps // rows)):
+        a, b = k * rows, min((k + 1) * rows, st.n_timesteps)
+        row = np.arange(a, b)
+        series = np.searchsorted(st.indptr, row, side="right") - 1
+        in_train = row < ends[series]
+        if in_train.any() and np.isfinite(st.rows(a, b)[in_train][:, target]).any():
+            return
+    raise UserError(
+        f"data.path={data.path}: the target ({', '.join(st.roles.target)}) has no value in "
+        "the train split (all NaN or empty): ingest the data with its values, or name the "
+        "right column with --target"
+    )
 
 
 def store(data: DictConfig) -> Store:
@@ -155,10 +181,13 @@ def wrap_ddp(net: torch.nn.Module, env: DistEnv, *, compile: bool) -> torch.nn.M
     return torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
 
 
-def loop_settings(trainer: DictConfig, optim: DictConfig, env: DistEnv) -> LoopSettings:
+def loop_settings(
+    trainer: DictConfig, optim: DictConfig, env: DistEnv, *, validate: bool = True
+) -> LoopSettings:
+    """`validate=False` when the data has no validation window: validation is then off."""
     return LoopSettings(
         max_steps=trainer.max_steps,
-        val_every_steps=max(0, trainer.val_every_steps),  # 0: validation off
+        val_every_steps=max(0, trainer.val_every_steps) if validate else 0,  # 0: off
         log_every_steps=max(1, trainer.log_every_steps),
         accumulate_steps=max(1, trainer.accumulate_steps),
         grad_clip=optim.grad_clip,

@@ -1,21 +1,33 @@
-"""Atomic, self-describing checkpoints in `RUN_DIR/checkpoints/`.
+"""Atomic, self-describing checkpoints in `RUN_DIR/checkpoints/`, read as data, never as code.
 
     step_00000500.pt   one file per saved step (the last `keep_last` are kept)
     latest.pt          the newest step (a copy made by hard link where possible)
     best.pt            the step with the best validation metric
 
 A checkpoint holds everything needed to continue exactly: the resolved config, the store
-fingerprint, the model name, model / optimizer / scheduler / grad-scaler state, every RNG
-state, the loader state and the step. Files are written to a temporary name and renamed, so
-a crash mid-write never leaves a truncated checkpoint under a real name. Loading checks the
-fingerprint and the model and refuses a mismatch with a message that says what to do.
+fingerprint, the model name, model / optimizer / scheduler state, every RNG state, the loader
+state and the step.
+
+Writing: to a temporary name, flushed to disk, verified (every member of the zip archive reads
+back with its CRC), then renamed; only then do `latest.pt` / `best.pt` move to it and older step
+files go. A save that fails (a full disk) leaves the checkpoints as they were.
+
+Reading: `torch.load(weights_only=True)`, which rebuilds tensors and plain containers only, with
+a short allow-list (`SAFE_GLOBALS`) for what format 1 stored besides (numpy's RNG key). A file
+that asks to call anything else is refused (`UserError`) without running it: a checkpoint is
+data. A file that does not read at all (truncated, empty) is damaged: resuming then falls back
+to the newest intact step file (`CheckpointManager.resume_point`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import random
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,36 +36,85 @@ import torch
 
 from tsforge.errors import UserError
 
-FORMAT_VERSION = 1
+# 2: RNG states as tensors and plain lists. 1: numpy's RNG state as a numpy array (still read).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _STEP_FILE = re.compile(r"step_(\d{8})\.pt$")
+TEMPORARY = ".*.tmp-*"
+
+# What format 1 pickled besides tensors: numpy's MT19937 key, a uint32 array. These rebuild an
+# array from its dtype and bytes and call nothing else.
+SAFE_GLOBALS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+class CheckpointDamaged(UserError):
+    """The file does not read as a checkpoint at all (truncated, empty, not a zip archive)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"checkpoint {path} does not load ({reason}): it is damaged; delete it "
+                         "to use the previous one, or use another hydra.run.dir")
+        self.reason = reason
 
 
 def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
-    }
+    }  # fmt: skip
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    if isinstance(numpy, dict):
+        keys = numpy["keys"].numpy().astype(np.uint32)
+        numpy = (numpy["kind"], keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"])
+    np.random.set_state(numpy)  # format 1 kept numpy's own tuple
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a crash right after it keeps the new name)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _verify(path: Path) -> None:
+    """Every member of the archive reads back with its CRC: the file is complete."""
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise OSError(f"{path}: member {bad} does not read back as written")
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as fh:
+        # Through our own file object, so that a full disk raises OSError(ENOSPC) naming the
+        # file rather than a RuntimeError from inside torch's zip writer.
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
             os.fsync(fh.fileno())
+        _verify(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -62,12 +123,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:
-        import shutil
+        try:
+            os.link(src, tmp)
+        except OSError:  # a filesystem without hard links
+            import shutil
 
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class CheckpointManager:
@@ -84,7 +148,10 @@ class CheckpointManager:
         _link_or_copy(path, self.dir / "latest.pt")
         if is_best:
             _link_or_copy(path, self.dir / "best.pt")
-        for old in self.step_files()[: -self.keep_last]:
+        # Only older steps go, once the new one is safely in place. Files of later steps (left
+        # by an attempt that got further before a crash) are replaced when the run gets there.
+        older = [p for p in self.step_files() if _step_of(p) < step]
+        for old in older[: max(0, len(older) - (self.keep_last - 1))]:
             old.unlink(missing_ok=True)
         return path
 
@@ -101,21 +168,91 @@ class CheckpointManager:
         path = self.dir / "best.pt"
         return path if path.exists() else self.latest()
 
+    def remove_temporaries(self) -> None:
+        """Half-written files of saves that a killed launch never finished (the run is locked:
+        no other launch is writing them)."""
+        if self.dir.is_dir():
+            for tmp in self.dir.glob(TEMPORARY):
+                tmp.unlink(missing_ok=True)
+
+    def resume_point(
+        self, *, fingerprint: str | None = None, model_name: str | None = None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """(the newest intact checkpoint or None, a note saying what was skipped or None).
+
+        `latest.pt` first, then the step files from the newest. A damaged file is skipped; a
+        file refused for any other reason (crafted, another model's) stops with its UserError.
+        """
+        latest = self.latest()
+        candidates = ([latest] if latest else []) + self.step_files()[::-1]
+        skipped: list[str] = []
+        for path in candidates:
+            try:
+                ckpt = load_checkpoint(path, fingerprint=fingerprint, model_name=model_name)
+            except CheckpointDamaged as err:
+                skipped.append(f"{path.name} ({err.reason})")
+                continue
+            newer = [p for p in self.step_files() if _step_of(p) > int(ckpt["step"])]
+            if newer and path == latest and not skipped:
+                skipped.append(f"latest.pt (step {ckpt['step']}, older than {newer[-1].name})")
+                continue
+            note = (f"tsforge: {self.dir}: skipped {', '.join(skipped)}; resuming from "
+                    f"{path.name}") if skipped else None  # fmt: skip
+            return ckpt, note
+        if skipped:
+            raise UserError(f"no checkpoint in {self.dir} reads ({', '.join(skipped)}): move the "
+                            "folder away to start over, or use another hydra.run.dir")
+        return None, None
+
+
+def _step_of(path: Path) -> int:
+    return int(_STEP_FILE.search(path.name).group(1))
+
+
+def _read(path: Path) -> Any:
+    """torch.load as data only; UserError for a file that asks to run code or is damaged."""
+    if not path.is_file():  # a folder, a device, a FIFO (would block), a dangling link
+        raise CheckpointDamaged(path, "missing" if not path.is_symlink() and not path.exists()
+                                else "not a regular file")  # fmt: skip
+    try:
+        # torch warns about pickle protocols it was not written with: the file is refused or
+        # read either way, and the warning would only add noise to the one-line error.
+        with warnings.catch_warnings(), torch.serialization.safe_globals(SAFE_GLOBALS):
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found or "WeightsUnpickler error" in text or "Unsupported operand" in text:
+            what = f"would call {found.group(1)}" if found else "holds more than tensors and data"
+            raise UserError(
+                f"checkpoint {path} is refused: it {what}, and a checkpoint is data only (a "
+                "crafted or foreign file?); it was not run; delete it, or use another "
+                "hydra.run.dir"
+            ) from None
+        raise CheckpointDamaged(path, type(err).__name__) from None
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist") from None
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, IndexError) as err:
+        if isinstance(err, OSError) and err.errno not in (None, errno.EINVAL):
+            raise  # an environment fault (an unreadable disk): not the file's; EINVAL is a
+            # seek past the end of a truncated file
+        reason = "empty" if path.stat().st_size == 0 else f"truncated or not a checkpoint: " \
+            f"{type(err).__name__}"
+        raise CheckpointDamaged(path, reason) from None
+
 
 def load_checkpoint(
     path: str | os.PathLike, *, fingerprint: str | None = None, model_name: str | None = None
 ) -> dict[str, Any]:
     """Load a checkpoint and check it belongs to this data and model; UserError if not."""
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated or not a checkpoint at all
-        raise UserError(
-            f"checkpoint {path} does not load ({type(err).__name__}): delete it to restart from "
-            "the previous one, or use another hydra.run.dir"
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} is not a tsforge checkpoint of format {FORMAT_VERSION}")
+    ckpt = _read(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format_version") not in READABLE_VERSIONS \
+            or not isinstance(ckpt.get("step"), int):  # fmt: skip
+        raise UserError(f"{path} is not a tsforge checkpoint (format "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}): delete it, or use another "
+                        "hydra.run.dir")  # fmt: skip
     if fingerprint is not None and ckpt.get("fingerprint") != fingerprint:
         raise UserError(
             f"checkpoint {path} was trained on data with fingerprint {ckpt.get('fingerprint')}, "
@@ -127,3 +264,31 @@ def load_checkpoint(
             f"'{model_name}': use another hydra.run.dir for another model"
         )
     return ckpt
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """The checkpoint's weights into `model`; a UserError when they do not fit it (the run's
+    config.yaml was edited after training, or the file was not written for this run)."""
+    state = ckpt.get("model")
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} holds no model weights: delete it, or use another "
+                        "hydra.run.dir")
+    try:
+        unwrap(model).load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"checkpoint {path} does not fit the model of the run's config ({first}): was its "
+            "config.yaml edited after training? restore it"
+        ) from None
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, so
+    that checkpoint keys do not depend on how the model was run."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+

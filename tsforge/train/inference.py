@@ -37,25 +37,31 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
+from tsforge.config.checks import check_saved
 from tsforge.data import scaling as scaling_mod
 from tsforge.data import splits as splits_mod
 from tsforge.data.freq import Freq
 from tsforge.data.loader import WindowLoader, WindowSpec
+from tsforge.data.outputs import (
+    FORECAST_SUFFIXES,
+    check_file_target,
+    place,
+    within,
+    writing,
+)
 from tsforge.data.store import Store
 from tsforge.data.windows import WindowIndex
 from tsforge.errors import UserError
 from tsforge.models import MODELS
-from tsforge.train import builders
-from tsforge.train.checkpoint import load_checkpoint
+from tsforge.train import CHECKPOINTS, builders
+from tsforge.train.checkpoint import load_checkpoint, load_weights
 from tsforge.train.distributed import DistEnv
 from tsforge.train.precision import autocast_dtype, forecast
 from tsforge.train.rundir import read_config
 
-CHECKPOINTS = ("best", "latest")
-OUTPUT_SUFFIXES = (".csv", ".parquet")
+OUTPUT_SUFFIXES = FORECAST_SUFFIXES
 # Levels reported for distribution losses (normal, studentt), which have no trained levels.
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
 
@@ -81,25 +87,6 @@ class TrainedRun:
 
 def _train_hint(run_dir: Path) -> str:
     return f"train it first with python -m tsforge.launch hydra.run.dir={run_dir}"
-
-
-def _load_config(path: Path) -> DictConfig:
-    """The saved config over the schema, so a run saved before a key existed gets its default;
-    checked as a launch checks it."""
-    from tsforge.config.checks import check_saved
-    from tsforge.config.schema import Config
-
-    saved = read_config(path)  # a UserError naming the file when it is not a config
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
-    except (OmegaConfBaseException, ValueError) as err:
-        key = getattr(err, "full_key", None)
-        raise UserError(
-            f"{path}: {key + ': ' if key else ''}{str(err).splitlines()[0]} (edited by hand, or "
-            f"written by another version of tsforge): restore the file, or train a new run"
-        ) from None
-    check_saved(cfg, path)
-    return cfg
 
 
 def checkpoint_path(run_dir: Path, which: str = "best") -> tuple[Path, str]:
@@ -134,7 +121,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun
             f"{_train_hint(run_dir)}"
         )
     path, name = checkpoint_path(run_dir, checkpoint)
-    cfg = _load_config(config)
+    cfg = read_config(config)
+    check_saved(cfg, config)
     threads = cfg.trainer.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     # One process, whatever launched this one: no process group is joined.
@@ -144,7 +132,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun
     loss = builders.loss(cfg.loss).to(env.device)  # its buffers (quantile levels) too
     model = builders.model(cfg.model, cfg.data, store, loss)
     ckpt = load_checkpoint(path, fingerprint=store.fingerprint, model_name=cfg.model.name)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt, path)
     model.to(env.device).eval()
     return TrainedRun(run_dir, cfg, store, loss, model, env, name, int(ckpt["step"]))
 
@@ -246,22 +234,22 @@ def _levels(loss, quantiles) -> tuple[float, ...]:
     return tuple(getattr(loss, "levels", ()) or DEFAULT_LEVELS)
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise UserError(f"--output {output}: name a .csv or a .parquet file")
-    if output.exists() and not overwrite:
-        raise UserError(f"{output} already exists: pass --overwrite or choose another --output")
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder: name a .csv or a .parquet file")
+def _check_output(output: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """Refuse an --output that could not be written, or whose replacement could lose data:
+    `--overwrite` replaces a file, never a folder, an input, or a link."""
+    check_file_target(output, flag="--output", suffixes=OUTPUT_SUFFIXES, overwrite=overwrite,
+                      inputs=inputs)  # fmt: skip
 
 
 def _is_store(path: Path) -> bool:
+    """Whether the input is meant as a store (a Zarr folder); `Store` then checks it."""
     return path.is_dir() and (path / "zarr.json").exists()
 
 
 def _open_input(src: Path, train: Store, tmp: Path, ingest_options: dict) -> Store:
     """The input as a store: a Zarr store as it is; CSV / Parquet ingested with the training
-    store's column roles and frequency into `tmp` (which the caller deletes)."""
+    store's column roles into `tmp` (which the caller deletes), at its own frequency (given,
+    or inferred) so that input at another frequency is refused rather than regridded."""
     if not src.exists():
         raise UserError(f"--input {src} does not exist: give a store, a CSV or a Parquet file")
     if _is_store(src):
@@ -269,31 +257,53 @@ def _open_input(src: Path, train: Store, tmp: Path, ingest_options: dict) -> Sto
     else:
         from tsforge.data.ingest import ingest
 
+        freq = ingest_options["freq"]
+        if freq is not None and Freq.parse(freq, train.time_unit) != _freq(train):
+            raise UserError(
+                f"--freq {freq} is not the run's frequency {train.freq}: give input at the "
+                "training frequency (or leave --freq out to have it inferred)"
+            )
+
         roles = train.roles
         _check_columns(src, roles, ingest_options)
         out = tmp / "input.zarr"
         # on_nan="keep": the rows after a series' last target hold future covariates only.
         ingest(src, out, target=roles.target, hist_exog=roles.hist_exog,
-               futr_exog=roles.futr_exog, static=roles.static, freq=train.freq,
-               on_nan="keep", **ingest_options)  # fmt: skip
+               futr_exog=roles.futr_exog, static=roles.static, on_nan="keep",
+               **ingest_options)  # fmt: skip
         store = Store(out)
     if store.roles != train.roles:
+        have = set(store.roles.value_columns + store.roles.static)
+        missing = [c for c in train.roles.value_columns + train.roles.static if c not in have]
+        what = (f"lacks the run's columns {', '.join(missing)}" if missing else
+                f"has the columns {store.roles.to_dict()}")  # fmt: skip
         raise UserError(
-            f"--input {src} has columns {store.roles.to_dict()} but the run was trained on "
-            f"{train.roles.to_dict()}: give the input the training data's columns"
+            f"--input {src} {what}, but the run was trained on {train.roles.to_dict()}: give "
+            "input with the training data's columns in the same roles"
         )
-    if store.time_unit != train.time_unit or store.freq != train.freq:
+    if store.time_unit != train.time_unit or _freq(store) != _freq(train):
         raise UserError(
-            f"--input {src} steps by {store.freq or '?'} ({store.time_unit}) but the run was "
-            f"trained on data stepping by {train.freq} ({train.time_unit}): give input at the "
-            "training frequency"
+            f"--input {src} steps by {store.freq or '?'} ({_time_kind(store)}) but the run was "
+            f"trained on data stepping by {train.freq} ({_time_kind(train)}): give input at "
+            "the training frequency"
         )
     return store
 
 
+def _freq(store: Store) -> Freq | None:
+    try:
+        return Freq.parse(store.freq, store.time_unit)
+    except UserError:
+        return None
+
+
+def _time_kind(store: Store) -> str:
+    return "integer time" if store.time_unit == "index" else "datetimes"
+
+
 def _check_columns(src: Path, roles, options: dict) -> None:
-    """Refuse input without a column of the run's data, in predict's own words (ingest's
-    would name its own flags)."""
+    """Refuse input without a column of the run's data, or with one it did not have, in
+    predict's own words (ingest's would name its own options)."""
     from tsforge.data.readers import open_source
 
     have = open_source(src).columns
@@ -304,6 +314,12 @@ def _check_columns(src: Path, roles, options: dict) -> None:
         raise UserError(
             f"--input {src} has no column {', '.join(repr(c) for c in missing)}: the run's data "
             f"had {', '.join(need)} (name other id / time columns with --id-col / --time-col)"
+        )
+    extra = [c for c in have if c not in need and c not in options["ignore_cols"]]
+    if extra and options["format"] == "long":
+        raise UserError(
+            f"--input {src} has columns the run's data did not have: {', '.join(extra)}: "
+            f"leave them out with --ignore-cols {','.join(extra)}"
         )
 
 
@@ -359,10 +375,16 @@ class _Writer:
         self.output = output
         self.tmp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.schema = schema
-        if output.suffix.lower() == ".csv":
-            self.writer = pacsv.CSVWriter(str(self.tmp), schema)
-        else:
-            self.writer = pq.ParquetWriter(str(self.tmp), schema)
+        try:
+            if output.suffix.lower() == ".csv":
+                self.writer = pacsv.CSVWriter(str(self.tmp), schema)
+            else:
+                self.writer = pq.ParquetWriter(str(self.tmp), schema)
+        except BaseException:
+            # The file may exist already (a full disk refuses its header): nobody else
+            # would remove it.
+            self.tmp.unlink(missing_ok=True)
+            raise
         self.rows = 0
 
     def write(self, columns: dict[str, np.ndarray]) -> None:
@@ -374,7 +396,7 @@ class _Writer:
 
     def commit(self) -> None:
         self.writer.close()
-        os.replace(self.tmp, self.output)
+        place(self.tmp, self.output)
 
     def abort(self) -> None:
         try:
@@ -409,23 +431,32 @@ def predict(
     time_col: str = "ds",
     on_gap: str = "error",
     ignore_cols: tuple[str, ...] = (),
+    freq: str | None = None,
+    time_format: str | None = None,
 ) -> PredictSummary:
     """Forecast the H steps after the last target of every series of `src` (a store, or a
     CSV / Parquet file laid out like the run's data) into `output` (.csv or .parquet), long:
     `unique_id, ds, [target,] <model>, <model>-q-<level>...` in the data's units. A column
-    `target` names the channel when the data has several targets."""
+    `target` names the channel when the data has several targets. `freq` is the input's
+    frequency (default: inferred); it must be the run's. `output` must lie in an existing
+    folder; `overwrite` replaces a file there, never a folder or an input."""
     src, output = Path(src), Path(output)
-    _check_output(output, overwrite)
+    _check_output(output, overwrite, [src, run.store.path])
     levels = _levels(run.loss, quantiles)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.input-", dir=output.parent))
-    try:
-        options = dict(format=format, id_col=id_col, time_col=time_col, on_gap=on_gap,
-                       ignore_cols=ignore_cols)  # fmt: skip
-        store = _open_input(src, run.store, tmp, options)
-        return _forecast(run, store, src, output, levels)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    options = dict(format=format, id_col=id_col, time_col=time_col, on_gap=on_gap,
+                   ignore_cols=tuple(ignore_cols), freq=freq, time_format=time_format)  # fmt: skip
+
+    def reads(err: OSError) -> bool:  # a fault of reading the input or the training store
+        return err.filename is not None and any(
+            within(err.filename, p) for p in (src, run.store.path))
+
+    with writing(output, "--output", reads=reads):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.input-", dir=output.parent))
+        try:
+            store = _open_input(src, run.store, tmp, options)
+            return _forecast(run, store, src, output, levels)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels) -> PredictSummary:

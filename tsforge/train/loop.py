@@ -6,8 +6,15 @@ with logging, validation, checkpoints and the stop signal checked in between; at
 test split is evaluated with the best weights. Everything rank-dependent goes through the
 logger (a null object off the main rank) and `CheckpointManager.save` (main rank only).
 
-SIGTERM, SIGUSR1 and SIGUSR2 set a flag; the loop finishes the current step, writes a
-checkpoint and returns `STOPPED`, which the launcher turns into exit code 75 to requeue.
+SIGTERM, SIGUSR1 and SIGUSR2 set a flag (`tsforge.train.stop`); the loop finishes the current
+step, writes a checkpoint and returns `STOPPED`, which the launcher turns into exit code 75 to
+requeue. A signal that came before the first step (during start-up) stops it before training:
+nothing new to save.
+
+On resume, `load_state_dict` takes the weights, the optimizer's moments, the scheduler's step,
+the loader's place and the RNG streams from the checkpoint, but the optimizer's settings (lr,
+weight decay, betas) and the schedule from this launch's config: what a relaunch may change
+(`tsforge.train.resume`) is applied for real.
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +29,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from tsforge.train.checkpoint import CheckpointManager, rng_state, set_rng_state
+from tsforge.train import stop
+from tsforge.train.checkpoint import CheckpointManager, rng_state, set_rng_state, unwrap
 from tsforge.train.distributed import DistEnv
 from tsforge.train.evaluate import Evaluator
 from tsforge.train.logger import NullLogger
@@ -31,7 +38,6 @@ from tsforge.train.perf import StepTimer
 from tsforge.train.precision import forecast
 
 FINISHED, STOPPED = "finished", "stopped"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,24 +54,23 @@ class LoopSettings:
     autocast_dtype: torch.dtype | None = None  # bf16 on GPU
 
 
-class StopFlag:
-    """Set by the stop signals; `handle` installs the handlers, `restore` puts back the old."""
+def load_optimizer(optimizer, scheduler, optimizer_state: dict, scheduler_state: dict) -> None:
+    """Moments and step count from a checkpoint; settings and schedule from the config.
 
-    def __init__(self):
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def handle(self) -> StopFlag:
-        for sig in STOP_SIGNALS:
-            self._old[sig] = signal.signal(sig, self._set)
-        return self
-
-    def _set(self, signum, frame) -> None:
-        self.signum = signum
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+    `optimizer.load_state_dict` alone would bring back the old lr, weight decay and betas,
+    and the scheduler's state its old base lr: the groups take the settings they were built
+    with back, and the lr is set for the step the run is at, on the schedule built now.
+    """
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(optimizer_state)
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update(settings)
+    scheduler.load_state_dict(scheduler_state)
+    scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs,
+                                   scheduler.lr_lambdas):  # fmt: skip
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
 class Trainer:
@@ -98,24 +103,26 @@ class Trainer:
         self.step = 0
         self.best: float = math.inf
         self.evals_without_improvement = 0
-        self.stop = StopFlag()
         self._windows = 0  # trained windows and seconds on this rank, for the final windows/s
         self._seconds = 0.0
 
     # -- the run ------------------------------------------------------------------------
     def train(self) -> str:
-        self.stop.handle()
-        try:
+        with stop.handled():
             return self._train()
-        finally:
-            self.stop.restore()
+
+    def stop_requested(self) -> bool:
+        """Has any rank received a stop signal? (collective: every rank calls it)"""
+        return self._agree(stop.requested() is not None)
 
     def _train(self) -> str:
+        if self.stop_requested():
+            return STOPPED  # stopped during start-up: nothing trained since the last checkpoint
         batches = self._batches()
         timer = StepTimer(self.env.device)
         last_ckpt = time.monotonic()
         self.model.train()
-        while self.step < self.s.max_steps:
+        while self.step < self.s.max_steps and not self._early_stopped():
             timer.start()
             loss_sum = torch.zeros((), device=self.env.device)
             windows = 0
@@ -135,7 +142,7 @@ class Trainer:
 
             if log_now:
                 self._log_train(loss_sum, grad_norm, timer)
-            stop_now = self._agree(self.stop.signum is not None)
+            stop_now = self.stop_requested()
             if self._validation_due():
                 improved = self._validate()
                 if improved:
@@ -246,10 +253,9 @@ class Trainer:
         return patience > 0 and self.evals_without_improvement >= patience
 
     def state_dict(self) -> dict[str, Any]:
-        model = getattr(self.model, "module", self.model)
         return {
             **self.describe,
-            "model": model.state_dict(),
+            "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loader": self.train_loader.state_dict(),
@@ -259,9 +265,8 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        getattr(self.model, "module", self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        load_optimizer(self.optimizer, self.scheduler, ckpt["optimizer"], ckpt["scheduler"])
         self.train_loader.load_state_dict(ckpt["loader"])
         states = ckpt["rng"]
         # Each rank continues its own streams; with another world size, rank r takes r mod n.

@@ -2,36 +2,63 @@
 
     run_rank(cfg, run_dir) -> exit code (0 done, 75 stopped by a signal: requeue and resume)
 
-It joins the process group the environment describes, builds the data, model, loss and
-optimizer (`builders`), resumes from `RUN_DIR/checkpoints/latest.pt` when there is one, trains,
-and evaluates the best checkpoint on the test split beside the seasonal-naive baseline.
+It joins the process group the environment describes, takes the run directory's lock (rank 0,
+unless the launcher holds it for its processes), builds the data, model, loss and optimizer
+(`builders`), resumes from the newest intact checkpoint when there is one (after comparing
+the config with the run's: `resume`), trains, and evaluates the best checkpoint on the test
+split beside the seasonal-naive baseline.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import sys
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tsforge.errors import EXIT_REQUEUE
-from tsforge.train import builders
-from tsforge.train.checkpoint import CheckpointManager, load_checkpoint
+from tsforge.errors import EXIT_REQUEUE, UserError
+from tsforge.train import builders, stop
+from tsforge.train.checkpoint import CheckpointManager, load_checkpoint, load_weights
 from tsforge.train.distributed import cleanup_distributed, finish_together, init_distributed
+from tsforge.train.lock import RunLock
 from tsforge.train.logger import make_logger
 from tsforge.train.loop import STOPPED, Trainer
-from tsforge.train.rundir import record_ranks, update_meta, write_atomic, write_json
+from tsforge.train.resume import config_changes
+from tsforge.train.rundir import (
+    as_config,
+    read_config,
+    record_ranks,
+    remove_temporaries,
+    update_meta,
+    write_atomic,
+    write_json,
+)
 
 
-def run_rank(cfg: DictConfig, run_dir: Path) -> int:
+def run_rank(cfg: DictConfig, run_dir: Path, *, locked: bool = False) -> int:
+    """`locked`: the launcher already holds the run directory's lock for this process."""
     env = init_distributed(cfg.trainer.device, cfg.trainer.dist_timeout_s)
     try:
-        code = _run(cfg, Path(run_dir), env)
+        own_lock = env.is_main and not locked
+        if own_lock:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+        with RunLock(run_dir) if own_lock else contextlib.nullcontext():
+            code = _run(cfg, Path(run_dir), env)
         finish_together(env)
         return code
     finally:
         cleanup_distributed(env)
+
+
+def _trained_config(ckpt: dict, where: Path) -> dict:
+    """The config a checkpoint was trained with (its own copy), over the schema."""
+    saved = ckpt.get("config")
+    return OmegaConf.to_container(as_config(saved if isinstance(saved, dict) else {},
+                                            f"the config in {where}"), resolve=True)  # fmt: skip
 
 
 def _run(cfg: DictConfig, run_dir: Path, env) -> int:
@@ -39,6 +66,10 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     torch.set_num_threads(threads)
     builders.seed_everything(cfg.trainer.seed, env.rank)
     run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = CheckpointManager(run_dir, keep_last=cfg.trainer.keep_last)
+    if env.is_main:  # the lock is held: no other launch is writing these
+        remove_temporaries(run_dir)
+        checkpoints.remove_temporaries()
 
     store = builders.store(cfg.data)
     loss = builders.loss(cfg.loss).to(env.device)  # quantile levels live on the device
@@ -46,37 +77,41 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     model = builders.model(cfg.model, cfg.data, store, loss).to(env.device)
     optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, model)
     ddp_model = builders.wrap_ddp(model, env, compile=cfg.trainer.compile)
-    checkpoints = CheckpointManager(run_dir, keep_last=cfg.trainer.keep_last)
-    describe = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "fingerprint": store.fingerprint,
-        "model_name": cfg.model.name,
-    }
+    config = OmegaConf.to_container(cfg, resolve=True)
+    describe = {"config": config, "fingerprint": store.fingerprint, "model_name": cfg.model.name}
 
-    latest = checkpoints.latest()
-    ckpt = load_checkpoint(latest, fingerprint=store.fingerprint, model_name=cfg.model.name) \
-        if latest else None
-    logger = make_logger(run_dir, env.is_main)
+    ckpt, note = checkpoints.resume_point(fingerprint=store.fingerprint,
+                                          model_name=cfg.model.name)  # fmt: skip
+    changed = _changes(ckpt, config, run_dir, checkpoints) if ckpt else {}
+    validate = "val" in loaders
     if env.is_main:
-        what = f"resuming from step {ckpt['step']}:" if ckpt else "training"
-        print(f"{what} {cfg.model.name} on {cfg.data.name} ({loaders['train'].n_windows:,} "
-              f"training windows, world size {env.world_size}) -> {run_dir}", flush=True)
+        _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         update_meta(run_dir, fingerprint=store.fingerprint, world_size=env.world_size,
-                    device=env.device, resumed_from=int(ckpt["step"]) if ckpt else None)
+                    device=env.device, resumed_from=int(ckpt["step"]) if ckpt else None,
+                    changed=changed)  # fmt: skip
     record_ranks(run_dir, env)
 
+    logger = make_logger(run_dir, env.is_main)
     evaluator = builders.evaluator(cfg, loaders, loss, env)
     trainer = Trainer(
         model=ddp_model, loss=loss, optimizer=optimizer, scheduler=scheduler,
         train_loader=loaders["train"], evaluator=evaluator, env=env,
-        settings=builders.loop_settings(cfg.trainer, cfg.optim, env),
+        settings=builders.loop_settings(cfg.trainer, cfg.optim, env, validate=validate),
         checkpoints=checkpoints, logger=logger, describe=describe,
     )  # fmt: skip
     if ckpt:
-        trainer.load_state_dict(ckpt)
+        _load_state(trainer, ckpt, checkpoints)
+    start = trainer.step
     try:
-        if trainer.train() == STOPPED:
+        # A stop during the final evaluation waits for it: the run is then complete.
+        if trainer.train() == STOPPED or trainer.stop_requested():
+            if env.is_main:
+                signum = stop.requested()
+                by = stop.name(signum) if signum else "a stop signal (on another rank)"
+                saved = ", checkpoint written" if trainer.step > start else ""
+                print(f"tsforge: stopped by {by} at step {trainer.step}{saved}: launch again "
+                      f"with hydra.run.dir={run_dir} to resume", file=sys.stderr, flush=True)
             return EXIT_REQUEUE
         final = _final_metrics(trainer, evaluator, model, checkpoints, store, env)
         if env.is_main:
@@ -90,17 +125,61 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     return 0
 
 
+def _changes(ckpt: dict, config: dict, run_dir: Path, checkpoints: CheckpointManager) -> dict:
+    """What this launch changes, {key: [old, new]}; a UserError for a change the run cannot
+    take. Checked against what the weights were trained with (the checkpoint's own config:
+    refused keys never differ from it), recorded against config.yaml (the last launch's)."""
+    trained = _trained_config(ckpt, checkpoints.dir)
+    config_changes(trained, config, run_dir)
+    last = run_dir / "config.yaml"
+    if last.exists():
+        trained = OmegaConf.to_container(read_config(last), resolve=True)
+    return config_changes(trained, config, run_dir)
+
+
+def _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate) -> None:
+    """What this start does, on the main rank: notes on stderr, the plan on stdout."""
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    if not validate and cfg.trainer.val_every_steps > 0:
+        print(f"tsforge: note: {cfg.data.name} has no validation window of input_size="
+              f"{cfg.data.input_size} + horizon={cfg.data.horizon}: training without "
+              "validation (no best checkpoint, no early stopping); give the data a split "
+              "(tsforge data ingest --split, or data.split) to validate", file=sys.stderr,
+              flush=True)  # fmt: skip
+    what = f"resuming from step {ckpt['step']}:" if ckpt else "training"
+    print(f"{what} {cfg.model.name} on {cfg.data.name} ({loaders['train'].n_windows:,} "
+          f"training windows, world size {env.world_size}) -> {run_dir}", flush=True)
+    for key, (old, new) in changed.items():
+        print(f"  {key}: {old} -> {new}", flush=True)
+
+
+def _load_state(trainer: Trainer, ckpt: dict, checkpoints: CheckpointManager) -> None:
+    """The checkpoint into the trainer; a UserError when its parts do not fit this run (a
+    checkpoint that reads as data but was not written for this model)."""
+    try:
+        trainer.load_state_dict(ckpt)
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(
+            f"the checkpoint of step {ckpt['step']} in {checkpoints.dir} does not fit this run "
+            f"({type(err).__name__}: {first}): delete it to resume from an earlier one, or use "
+            "another hydra.run.dir"
+        ) from None
+
+
 def _final_metrics(trainer, evaluator, model, checkpoints, store, env) -> dict:
     """Test metrics of the best checkpoint (else the last weights), with the baseline."""
     best = checkpoints.best()
     if best is not None:
-        model.load_state_dict(load_checkpoint(best, fingerprint=store.fingerprint)["model"])
+        load_weights(model, load_checkpoint(best, fingerprint=store.fingerprint), best)
     test = evaluator.evaluate(model, "test", with_baseline=True) if "test" in evaluator.loaders \
         else {}
     naive = {k[len("naive/"):]: v for k, v in test.items() if k.startswith("naive/")}
+    best_val = trainer.best if math.isfinite(trainer.best) else None  # JSON has no Infinity
     return {
         "steps": trainer.step,
-        "best_val": {trainer.s.early_stop_metric: trainer.best},
+        "best_val": {trainer.s.early_stop_metric: best_val},
         "test": {k: v for k, v in test.items() if not k.startswith("naive/")},
         "baseline": {"seasonal_naive": naive},
         "train_windows_per_s": trainer.windows_per_s(),

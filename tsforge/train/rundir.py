@@ -2,16 +2,22 @@
 
     RUN_DIR/config.yaml   the resolved config
     RUN_DIR/meta.json     git commit (+ dirty), dataset fingerprint, world_size, devices,
-                          versions, SLURM job ids, `resumes`: one {from_step, at, job_id}
-                          per resume, and `ranks`: where each rank ran (`record_ranks`)
+                          versions, SLURM job ids, `resumes`: one {from_step, at, job_id,
+                          changed: {key: [old, new]}} per resume (tsforge/train/resume.py),
+                          and `ranks`: where each rank ran (`record_ranks`)
     RUN_DIR/metrics.json  final: best validation and test metrics, steps, windows/s
 
-Every file is written to a temporary name and renamed, so readers never see half a file.
+Every file is written to a temporary name and renamed, so readers never see half a file; a
+write that fails (a full disk) removes its temporary file and leaves the old file as it was.
+
+`check_run_dir` is what a launch asks before anything is written: is `hydra.run.dir` a place
+for a run (new, empty, or a run to resume), and can this machine write there.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import platform
@@ -23,18 +29,26 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import tsforge
 from tsforge.errors import UserError
 from tsforge.train.distributed import DistEnv
 
+# What only a run directory holds (the lock file of a launch that died before writing more
+# counts too): a folder with other files and none of these is the user's, not a run.
+RUN_FILES = ("config.yaml", "meta.json", "metrics.jsonl", "checkpoints", "slurm/jobs.json", ".lock")
+TEMPORARY = ".*.tmp-*"  # write_atomic's temporary files
+
 
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -63,7 +77,7 @@ def read_json(path: Path, kind: type = dict) -> Any:
     return value
 
 
-def read_config(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path) -> dict[str, Any]:
     """config.yaml as a plain dict, unresolved; a UserError naming the file when it is not a
     mapping that YAML reads (OmegaConf's loader never builds Python objects from tags)."""
     if path.stat().st_size > MAX_FILE_BYTES:
@@ -77,6 +91,83 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(node, dict):
         raise UserError(f"{path} is not a mapping of config groups: restore it or remove the run")
     return node
+def read_config(path: Path) -> DictConfig:
+    """A saved config.yaml over the schema (see `as_config`); a UserError when it is not a
+    tsforge config."""
+    return as_config(path, path)
+
+
+def as_config(source: Path | dict, name: str | Path) -> DictConfig:
+    """A saved config (a config.yaml, or the copy a checkpoint holds) over the schema, so that
+    a run saved before a key existed gets its default, resolved; a UserError naming `name`
+    (and the key) when it is not a tsforge config."""
+    from tsforge.config.schema import Config
+
+    saved = _read_yaml(source) if isinstance(source, Path) else source
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(saved))
+        OmegaConf.resolve(cfg)  # tsforge saves it resolved: an interpolation is foreign
+        return cfg
+    except (OmegaConfBaseException, ValueError, AttributeError, TypeError) as err:
+        key = getattr(err, "full_key", None)
+        first = (str(err).splitlines() or [""])[0]
+        raise UserError(
+            f"{name}: {key + ': ' if key else ''}{first} ({type(err).__name__}; edited by hand, "
+            f"or written by another version of tsforge): restore it, or use another "
+            f"hydra.run.dir"
+        ) from None
+
+
+def is_run(path: Path) -> bool:
+    """A run directory (a sweep folder, which holds runs, is not one)."""
+    return any((path / name).exists() for name in RUN_FILES) and not (path / "sweep.json").exists()
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a `hydra.run.dir` that is no place for a run (UserError) or that this machine
+    cannot write (an OSError that `environment_fault` names), before anything is written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"hydra.run.dir={run_dir} is a file, not a folder: give a new folder, "
+                        "or a run directory to resume")
+    if run_dir.is_dir():
+        if any(run_dir.iterdir()) and not is_run(run_dir):
+            raise UserError(
+                f"hydra.run.dir={run_dir} is a folder with other files in it and no tsforge run "
+                "(no config.yaml): refusing to write there; give a new or empty folder"
+            )
+        for name in ("checkpoints", "tb"):
+            if (run_dir / name).exists() and not (run_dir / name).is_dir():
+                raise UserError(f"{run_dir / name} is not a folder: move it away to resume")
+        for name in ("config.yaml", "meta.json", "metrics.jsonl", "metrics.json"):
+            if (run_dir / name).exists() and not (run_dir / name).is_file():
+                raise UserError(f"{run_dir / name} is not a file: move it away to resume")
+        if (run_dir / "config.yaml").exists():
+            read_config(run_dir / "config.yaml")
+        read_json(run_dir / "meta.json")
+    _check_writable(run_dir)
+
+
+def _check_writable(run_dir: Path) -> None:
+    place = run_dir
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise UserError(f"hydra.run.dir={run_dir} lies inside {place}, which is a file: give "
+                        "a folder path")
+    fs = os.statvfs(place)
+    if fs.f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run_dir))
+    if not os.access(place, os.W_OK):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(run_dir))
+    if fs.f_bavail == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir))
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Temporary files of writes that a killed launch never finished (the run is locked, so
+    no other launch is writing them)."""
+    for tmp in run_dir.glob(TEMPORARY):
+        tmp.unlink(missing_ok=True)
 
 
 def _git() -> dict[str, Any]:
@@ -109,6 +200,7 @@ def update_meta(
     world_size: int,
     device: torch.device,
     resumed_from: int | None,
+    changed: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Create or extend `meta.json` for this start of the run (first start or a resume)."""
     path = run_dir / "meta.json"
@@ -122,7 +214,8 @@ def update_meta(
     meta.setdefault("created", _now())
     meta.setdefault("resumes", [])
     if resumed_from is not None:
-        meta["resumes"].append({"from_step": resumed_from, "at": _now(), "job_id": job_id})
+        meta["resumes"].append({"from_step": resumed_from, "at": _now(), "job_id": job_id,
+                                "changed": changed or {}})
     meta.update(
         {
             "git": _git(),

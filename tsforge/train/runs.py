@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from tsforge.errors import UserError
 from tsforge.train.checkpoint import CheckpointManager
 from tsforge.train.rundir import read_config, read_json
@@ -80,7 +82,7 @@ def summarize(run: Path) -> dict[str, Any]:
 
     A UserError naming the file when config.yaml, metrics.json or meta.json is not what
     tsforge wrote (`rows` turns that into a warning and skips the run)."""
-    config = _flat(read_config(run / "config.yaml"))
+    config = _flat(OmegaConf.to_container(read_config(run / "config.yaml"), resolve=True))
     final = read_json(run / "metrics.json")
     meta = read_json(run / "meta.json")
     if final:

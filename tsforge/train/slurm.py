@@ -349,11 +349,34 @@ def record_job(run_dir: Path, job_id: str, folder: Path, ranks: int) -> None:
     os.replace(tmp, path)
 
 
+def check_not_in_use(run_dir: Path) -> None:
+    """Refuse to submit into a run that a launch trains now (its lock is held) or that a job
+    of its own will train (PENDING, RUNNING, ...): two jobs would write one run."""
+    from tsforge.train.lock import holder, in_use
+
+    who = holder(run_dir)
+    if who:
+        raise in_use(run_dir, who)
+    path = run_dir / "slurm" / "jobs.json"
+    try:
+        jobs = json.loads(path.read_text()) if path.exists() else []
+    except (ValueError, OSError):
+        jobs = []  # unreadable: `tsforge jobs` says so; the lock still guards the run
+    for job in jobs[-5:] if isinstance(jobs, list) else []:
+        job_id = str(job.get("job_id", "")) if isinstance(job, dict) else ""
+        state = job_state(job_id) if job_id else None
+        if state is not None and state not in TERMINAL:
+            raise UserError(f"run directory {run_dir} already has SLURM job {job_id} ({state}), "
+                            f"which will train it: follow it with 'tsforge jobs status "
+                            f"{run_dir}', or cancel it with 'tsforge jobs cancel {run_dir}'")
+
+
 def launch_slurm(cfg: DictConfig, run_dir: Path) -> int:
     """Submit the run; with `launcher.wait` follow rank 0's log and return the job's status."""
     run_dir = Path(run_dir).resolve()
     launcher = cfg.launcher
     folder = run_dir / "slurm"
+    check_not_in_use(run_dir)
     executor = make_executor(launcher, folder, job_name=f"tsforge-{run_dir.name}")
     with sbatch_refusals():
         job = executor.submit(make_job(cfg, run_dir))
