@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tsforge.errors import EXIT_FAILURE, EXIT_REQUEUE, EXIT_USAGE, UserError, environment_fault
 from tsforge.train import stop
-from tsforge.train.distributed import leave_now
+from tsforge.train.distributed import leave_now, read_env
 from tsforge.train.lock import RunLock
 
 _NO_RESULT = -1  # a worker's slot in `codes` before it records its result
@@ -93,6 +93,12 @@ def launch_local(cfg: DictConfig, run_dir: Path) -> int:
     nprocs = int(cfg.launcher.nprocs)
     if nprocs < 1:
         raise UserError(f"launcher.nprocs={nprocs}: use 1 or more processes")
+    if nprocs == 1 and read_env()["world_size"] > 1:
+        # One task of several that srun started (slurm/train.sbatch), each a launch of its
+        # own: rank 0 alone holds the lock (run_rank), or the tasks would refuse each other.
+        from tsforge.train.run import run_rank
+
+        return EXIT_REQUEUE if stop.requested() else run_rank(cfg, run_dir)
     with RunLock(run_dir):
         if stop.requested():
             return EXIT_REQUEUE  # before any process started: nothing to save
