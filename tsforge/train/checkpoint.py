@@ -35,12 +35,11 @@ import numpy as np
 import torch
 
 from tsforge.errors import UserError
+from tsforge.train.rundir import TEMPORARY, step_files, step_of
 
 # 2: RNG states as tensors and plain lists. 1: numpy's RNG state as a numpy array (still read).
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-_STEP_FILE = re.compile(r"step_(\d{8})\.pt$")
-TEMPORARY = ".*.tmp-*"
 
 # What format 1 pickled besides tensors: numpy's MT19937 key, a uint32 array. These rebuild an
 # array from its dtype and bytes and call nothing else.
@@ -150,15 +149,13 @@ class CheckpointManager:
             _link_or_copy(path, self.dir / "best.pt")
         # Only older steps go, once the new one is safely in place. Files of later steps (left
         # by an attempt that got further before a crash) are replaced when the run gets there.
-        older = [p for p in self.step_files() if _step_of(p) < step]
+        older = [p for p in self.step_files() if step_of(p) < step]
         for old in older[: max(0, len(older) - (self.keep_last - 1))]:
             old.unlink(missing_ok=True)
         return path
 
     def step_files(self) -> list[Path]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(p for p in self.dir.iterdir() if _STEP_FILE.search(p.name))
+        return step_files(self.dir.parent)
 
     def latest(self) -> Path | None:
         path = self.dir / "latest.pt"
@@ -192,7 +189,7 @@ class CheckpointManager:
             except CheckpointDamaged as err:
                 skipped.append(f"{path.name} ({err.reason})")
                 continue
-            newer = [p for p in self.step_files() if _step_of(p) > int(ckpt["step"])]
+            newer = [p for p in self.step_files() if step_of(p) > int(ckpt["step"])]
             if newer and path == latest and not skipped:
                 skipped.append(f"latest.pt (step {ckpt['step']}, older than {newer[-1].name})")
                 continue
@@ -203,10 +200,6 @@ class CheckpointManager:
             raise UserError(f"no checkpoint in {self.dir} reads ({', '.join(skipped)}): move the "
                             "folder away to start over, or use another hydra.run.dir")
         return None, None
-
-
-def _step_of(path: Path) -> int:
-    return int(_STEP_FILE.search(path.name).group(1))
 
 
 def _read(path: Path) -> Any:

@@ -21,25 +21,41 @@ import errno
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import tsforge
 from tsforge.errors import UserError
-from tsforge.train.distributed import DistEnv
+
+if TYPE_CHECKING:
+    import torch
+
+    from tsforge.train.distributed import DistEnv
 
 # What only a run directory holds (the lock file of a launch that died before writing more
 # counts too): a folder with other files and none of these is the user's, not a run.
 RUN_FILES = ("config.yaml", "meta.json", "metrics.jsonl", "checkpoints", "slurm/jobs.json", ".lock")
 TEMPORARY = ".*.tmp-*"  # write_atomic's temporary files
+STEP_FILE = re.compile(r"step_(\d{8})\.pt$")  # RUN_DIR/checkpoints/step_00000500.pt
+
+
+def step_files(run_dir: Path) -> list[Path]:
+    """The run's step checkpoints, oldest first (their contents are `checkpoint`'s business)."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if STEP_FILE.search(p.name))
+
+
+def step_of(path: Path) -> int:
+    return int(STEP_FILE.search(path.name).group(1))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -203,6 +219,8 @@ def update_meta(
     changed: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Create or extend `meta.json` for this start of the run (first start or a resume)."""
+    import torch  # here: reading a run directory back (runs, jobs) needs no torch
+
     path = run_dir / "meta.json"
     meta = read_json(path)
     job_id = os.environ.get("SLURM_JOB_ID")
@@ -235,6 +253,8 @@ def update_meta(
 
 
 def _devices(device: torch.device) -> list[str]:
+    import torch
+
     if device.type == "cuda":
         return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return [f"cpu ({os.cpu_count()} cores)"]
@@ -258,6 +278,8 @@ def record_ranks(run_dir: Path, env: DistEnv) -> None:
     }
     ranks = [mine]
     if env.distributed:
+        import torch.distributed as dist
+
         ranks = [None] * env.world_size
         dist.all_gather_object(ranks, mine)
     if env.is_main:

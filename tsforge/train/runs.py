@@ -19,8 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from tsforge.errors import UserError
-from tsforge.train.checkpoint import CheckpointManager
-from tsforge.train.rundir import read_config, read_json
+from tsforge.train.rundir import read_config, read_json, step_files, step_of
 
 TAIL_BYTES = 64 * 1024  # of metrics.jsonl, read for the last step
 
@@ -73,7 +72,7 @@ def steps_done(run: Path) -> int | None:
                 continue  # the first line of the tail, or a record cut short
             if isinstance(step, int) and not isinstance(step, bool):
                 return step
-    steps = [int(p.stem.split("_")[1]) for p in CheckpointManager(run).step_files()]
+    steps = [step_of(p) for p in step_files(run)]
     return max(steps) if steps else None
 
 
