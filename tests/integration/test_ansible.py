@@ -220,6 +220,8 @@ def test_run_leaves_two_idle_gpu_nodes_each_a_host_of_its_own(provisioned):
 
 
 def test_two_node_job_runs_on_both_hosts_and_sacct_reports_it(provisioned, tmp_path):
+    # Only records from now on: the accounting database may hold older jobs with this id.
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     sub = subprocess.run(["sbatch", "--parsable", "-N", "2", "-n", "2", "-p", "debug",
                           f"--output={tmp_path}/job.out", "--wrap", "srun hostname"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -227,7 +229,8 @@ def test_two_node_job_runs_on_both_hosts_and_sacct_reports_it(provisioned, tmp_p
     job = sub.stdout.strip().split(";")[0]
 
     def accounted() -> str | None:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State,NNodes"],
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-S", since,
+                              "-o", "State,NNodes"],
                              capture_output=True, text=True).stdout.strip()  # fmt: skip
         return out if out and not out.startswith(("PENDING", "RUNNING", "COMPLETING")) else None
 

@@ -171,6 +171,7 @@ def test_gpu_tasks_each_get_their_own_gpu(cluster, env, tmp_path):
     """1 node x 2 tasks x 2 GPUs: SLURM schedules the gres and binds one GPU to each task
     (the launcher asks for it); training itself runs on the CPU."""
     run = tmp_path / "run"
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     code, out, err = launch(env, run, "trainer.max_steps=20", "trainer.val_every_steps=10",
                             f"launcher.gpus_per_node={GPUS_PER_NODE}",
                             f"launcher.tasks_per_node={GPUS_PER_NODE}", "trainer.device=cpu",
@@ -182,7 +183,8 @@ def test_gpu_tasks_each_get_their_own_gpu(cluster, env, tmp_path):
     bound = [r["cuda_visible_devices"] for r in ranks]
     assert sorted(bound) == [str(i) for i in range(GPUS_PER_NODE)], ranks  # one GPU each
     assert all(r["slurm_step_gpus"] for r in ranks), ranks
-    alloc = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "AllocTRES"],
+    alloc = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-S", since,
+                            "-o", "AllocTRES"],
                            capture_output=True, text=True).stdout  # fmt: skip
     assert f"gres/gpu={GPUS_PER_NODE}" in alloc, alloc
 

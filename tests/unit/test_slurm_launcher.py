@@ -150,3 +150,21 @@ def test_a_sweep_cannot_vary_the_resource_request():
 
     with pytest.raises(UserError, match="launcher.nodes varies within the sweep"):
         submit_sweep(["launcher=slurm", "launcher.nodes=1,2"])
+
+
+def test_job_state_is_that_of_the_latest_record_with_the_id(monkeypatch):
+    """sacct lists every record with the id, oldest first by database order, not by time:
+    older jobs with the same id (ids counted from 1 again) and a requeued job's first start."""
+    answers = {
+        "squeue": "",
+        "sacct": "2026-11-30T14:53:22|COMPLETED\n2026-11-30T12:08:19|REQUEUED\n"
+                 "2026-11-30T14:53:15|REQUEUED\n2026-11-30T12:08:43|CANCELLED by 0\n",
+    }  # fmt: skip
+    monkeypatch.setattr(slurm, "_slurm", lambda cmd, *args, **kw: answers[cmd])
+    assert slurm.job_state("2") == "COMPLETED"
+    answers["sacct"] = "2026-11-30T12:08:19|COMPLETED\n2026-11-30T15:01:00|CANCELLED by 0\n"
+    assert slurm.job_state("2") == "CANCELLED"
+    answers["sacct"] = ""
+    assert slurm.job_state("2") is None
+    answers["squeue"] = "PENDING\n"
+    assert slurm.job_state("2") == "PENDING"

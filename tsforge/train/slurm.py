@@ -62,9 +62,11 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 
 # -- asking SLURM ---------------------------------------------------------------------------
 def _slurm(*cmd: str, timeout: float = 30) -> str:
-    """stdout of a SLURM command; a UserError naming the command when it fails."""
+    """stdout of a SLURM command; a UserError naming the command when it fails. Times come
+    as ISO 8601 (SLURM_TIME_FORMAT=standard) whatever the user's environment asks for."""
+    env = {**os.environ, "SLURM_TIME_FORMAT": "standard"}
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise UserError(f"'{' '.join(cmd)}' failed: {err}") from None
     if out.returncode:
@@ -110,11 +112,23 @@ def job_state(job_id: str) -> str | None:
     if state:
         return state.splitlines()[0]
     try:
-        lines = _slurm("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State", timeout=15)
+        lines = _slurm("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "Submit,State", timeout=15)
     except UserError:
         return None
-    states = [s.split()[0] for s in lines.splitlines() if s.strip()]
-    return states[-1] if states else None
+    return latest_state(lines)
+
+
+def latest_state(sacct_lines: str) -> str | None:
+    """The state of the most recently submitted record in `sacct -o Submit,State` lines.
+    One id can have several: a requeued job keeps a record per start, and a controller
+    whose saved state was lost counts ids from 1 again while the accounting database
+    still holds the older jobs with the same ids."""
+    records = []
+    for line in sacct_lines.splitlines():
+        submit, _, state = line.strip().partition("|")
+        if state.strip():
+            records.append((submit, len(records), state.split()[0]))
+    return max(records)[2] if records else None
 
 
 def cancel_job(job_id: str) -> None:
