@@ -1,6 +1,6 @@
 """The long-horizon table: ETT, Exchange and ILI under the papers' protocol, beside their numbers.
 
-    TSFORGE_DATA_DIR=../shared/data python benchmarks/long_horizon.py            # every cell
+    TSFORGE_DATA_DIR=/path/to/data python benchmarks/long_horizon.py            # every cell
     python benchmarks/long_horizon.py --only etth1_dlinear --jobs 2                # some cells
     python benchmarks/long_horizon.py --report                                     # tables only
 

@@ -1,11 +1,11 @@
 """Time to a result: ETTh1 H=96 test MSE from a cold start, tsforge against neuralforecast.
 
     pip install neuralforecast          # the peer only; it keeps the installed torch
-    TSFORGE_DATA_DIR=../shared/data python benchmarks/time_to_result.py
+    TSFORGE_DATA_DIR=/path/to/data python benchmarks/time_to_result.py
     python benchmarks/time_to_result.py --nf-steps 800 1600 --quick
 
 Both sides start as a fresh process on one torch thread and stop when they hold the test
-MSE under the long-horizon protocol (../shared/data/SOURCES.md: train-fit standardization,
+MSE under the long-horizon protocol (benchmarks/PROTOCOL.md: train-fit standardization,
 every stride-1 test window, MSE on standardized values):
 
 - tsforge: `python -m tsforge.launch experiment=etth1_nhits_h96 trainer.threads=1`, from the

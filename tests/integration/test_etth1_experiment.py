@@ -30,7 +30,7 @@ from tsforge.data.loader import WindowLoader, WindowSpec
 pytestmark = pytest.mark.integration
 
 EXPERIMENT = "experiment=etth1_nhits_h96"
-TRAIN_END, TEST_START, TEST_END = 8640, 11520, 14400  # the ett_hour borders (SOURCES.md)
+TRAIN_END, TEST_START, TEST_END = 8640, 11520, 14400  # ett_hour borders (PROTOCOL.md)
 HORIZON = 96
 TEST_STARTS = TEST_END - HORIZON + 1 - TEST_START  # 2785 forecast starts, whatever L is
 
