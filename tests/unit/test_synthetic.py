@@ -104,7 +104,7 @@ def test_any_valid_arguments_give_well_formed_reproducible_series(
               n_channels=channels, n_hist_exog=1, n_futr_exog=futr, n_static=static,
               missing_rate=missing)  # fmt: skip
     roles = synthetic.column_roles(**kw)
-    step, origin = synthetic.parse_freq(freq), synthetic.SyntheticSpec(**kw).start_ns
+    step, origin = synthetic.step_ns(freq), synthetic.SyntheticSpec(**kw).start_ns
     for s, again in zip(synthetic.iter_series(**kw), synthetic.iter_series(**kw)):
         assert lo <= len(s.values_TC) <= lo + extra and (s.start - origin) % step == 0
         assert s.values_TC.shape[1] == len(roles.value_columns) and len(s.static_S) == static

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,20 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from tsforge.data import splits
+from tsforge.data.freq import NS_PER, Freq
 from tsforge.data.store import Codec, ColumnRoles, Store, StoreWriter
 from tsforge.errors import UserError
 
 GENERATOR_VERSION = 1
 
-_SECOND_NS = 1_000_000_000
-_UNIT_NS = {
-    "s": _SECOND_NS,
-    "min": 60 * _SECOND_NS,
-    "h": 3600 * _SECOND_NS,
-    "D": 86400 * _SECOND_NS,
-    "W": 7 * 86400 * _SECOND_NS,
-}
-_DAY_NS = _UNIT_NS["D"]
+_SECOND_NS, _DAY_NS = NS_PER["s"], NS_PER["D"]
 # Seasonal periods and how many harmonics each gets; a period is used when a series of
 # max_length steps holds at least one cycle of it and one cycle spans two steps or more.
 _PERIODS = (("day", _DAY_NS, 3), ("week", 7 * _DAY_NS, 2), ("year", 365.2425 * _DAY_NS, 2))
@@ -78,15 +70,19 @@ class Series:
     static_S: np.ndarray  # [S] float32
 
 
-def parse_freq(freq: str) -> int:
-    """Step in ns of a fixed frequency such as 'h', '15min', 'D', '2W'."""
-    m = re.fullmatch(r"(\d*)(s|min|h|D|W)", str(freq))
-    if not m or m.group(1) == "0":
+def step_ns(freq: str) -> int:
+    """Step in ns of a fixed frequency such as 'h', '15min', 'D', '2W' (read by `Freq.parse`,
+    as everywhere else); calendar frequencies (months, quarters, years) are refused."""
+    try:
+        parsed = Freq.parse(str(freq))
+    except UserError:
+        parsed = None
+    if parsed is None or parsed.is_calendar:
         raise UserError(
             f"synthetic freq '{freq}' is not supported: use a fixed step such as "
             "'s', '15min', 'h', '6h', 'D' or 'W'"
         )
-    return int(m.group(1) or 1) * _UNIT_NS[m.group(2)]
+    return parsed.n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,12 +129,12 @@ class SyntheticSpec:
             0.0 <= self.missing_rate < 1.0,
             f"missing_rate must be in [0, 1), got {self.missing_rate}",
         )
-        parse_freq(self.freq)
+        step_ns(self.freq)
         self.start_ns  # noqa: B018 - validates the start date
 
     @property
     def step_ns(self) -> int:
-        return parse_freq(self.freq)
+        return step_ns(self.freq)
 
     @property
     def start_ns(self) -> int:

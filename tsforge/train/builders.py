@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tsforge.config.flat import flat
 from tsforge.config.models import model_kwargs
 from tsforge.data import registry
 from tsforge.data.loader import WindowLoader, WindowSpec
@@ -225,16 +226,6 @@ def _metrics_unscaled(data: DictConfig) -> bool:
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The config as flat `group.key` scalars, for TensorBoard's HParams tab."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(node, (int, float, str, bool)):
-            out[prefix] = node
-        elif node is not None:
-            out[prefix] = str(node)
-
-    walk("", OmegaConf.to_container(cfg, resolve=True))
-    return out
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in flat(OmegaConf.to_container(cfg, resolve=True)).items()
+            if value is not None and value != {}}  # fmt: skip

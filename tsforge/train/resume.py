@@ -18,6 +18,7 @@ import fnmatch
 import json
 from typing import Any
 
+from tsforge.config.flat import flat
 from tsforge.errors import UserError
 
 # Patterns of dotted config keys (fnmatch: `*` also matches dots).
@@ -40,16 +41,6 @@ MAY_CHANGE = (
 
 def may_change(key: str) -> bool:
     return any(fnmatch.fnmatchcase(key, pattern) for pattern in MAY_CHANGE)
-
-
-def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """{"data.horizon": 24, ...}: nested dicts to dotted keys (lists stay values)."""
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: node}
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from tsforge.config.flat import flat
 from tsforge.errors import UserError
 from tsforge.train.rundir import read_config, read_json, step_files, step_of
 
@@ -48,15 +49,6 @@ def _natural(path: Path) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in path.parts)
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: node}
-
-
 def steps_done(run: Path) -> int | None:
     """The run's progress: the step of its last readable record in metrics.jsonl, else of its
     newest step checkpoint; None before either exists."""
@@ -81,7 +73,7 @@ def summarize(run: Path) -> dict[str, Any]:
 
     A UserError naming the file when config.yaml, metrics.json or meta.json is not what
     tsforge wrote (`rows` turns that into a warning and skips the run)."""
-    config = _flat(OmegaConf.to_container(read_config(run / "config.yaml"), resolve=True))
+    config = flat(OmegaConf.to_container(read_config(run / "config.yaml"), resolve=True))
     final = read_json(run / "metrics.json")
     meta = read_json(run / "meta.json")
     if final:

@@ -53,8 +53,11 @@ from submitit import JobEnvironment
 from submitit.helpers import Checkpointable
 
 from tsforge.errors import EXIT_FAILURE, EXIT_REQUEUE, EXIT_USAGE, UserError
+from tsforge.train.stop import STOP_SIGNALS
 
-STOP_SIGNALS = ("USR1", "USR2")  # the loop stops on both; TERM is SLURM's own "end now"
+# What launcher.signal may name: the stop signals but TERM, which is SLURM's own "end now".
+WARNING_SIGNALS = tuple(sig.name.removeprefix("SIG") for sig in STOP_SIGNALS
+                        if sig is not signal.SIGTERM)  # fmt: skip
 JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
             "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED"}  # fmt: skip
@@ -150,7 +153,7 @@ def check_request(launcher: DictConfig) -> str:
         raise UserError(f"launcher.tasks_per_node={launcher.tasks_per_node} but "
                         f"launcher.gpus_per_node={gpus}: DDP runs one task per GPU, so set "
                         f"launcher.tasks_per_node={gpus}")
-    if launcher.signal not in STOP_SIGNALS:
+    if launcher.signal not in WARNING_SIGNALS:
         raise UserError(f"launcher.signal={launcher.signal}: use USR2 (default) or USR1")
     if not 0 < launcher.signal_delay_s < 60 * launcher.timeout_min:
         raise UserError(f"launcher.signal_delay_s={launcher.signal_delay_s} must be between 0 "
