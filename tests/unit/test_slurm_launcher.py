@@ -7,6 +7,7 @@ submitit writes for a request (against a recorded copy) and the requeue limit.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -168,3 +169,34 @@ def test_job_state_is_that_of_the_latest_record_with_the_id(monkeypatch):
     assert slurm.job_state("2") is None
     answers["squeue"] = "PENDING\n"
     assert slurm.job_state("2") == "PENDING"
+
+
+@pytest.mark.parametrize("content, says", [
+    ("[{\"job_id\": \"12\", \"ranks\": 1", "not readable JSON"),
+    ("{\"job_id\": \"12\"}", "not the list"),
+    ("[{\"job_id\": \"--user=root\", \"ranks\": 1}]", "is not a SLURM job id"),
+    ("[\"12\"]", "is not a SLURM job id"),
+])  # fmt: skip
+def test_a_run_whose_jobs_file_is_not_ours_is_refused_before_slurm_is_asked(
+    monkeypatch, tmp_path, content, says
+):
+    asked = []
+    monkeypatch.setattr(slurm, "_slurm", lambda *cmd, **kw: asked.append(cmd) or "")
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "jobs.json").write_text(content)
+    with pytest.raises(UserError, match=says):
+        slurm.check_not_in_use(tmp_path)
+    assert asked == []
+
+
+def test_jobs_are_recorded_after_those_that_ended(monkeypatch, tmp_path):
+    monkeypatch.setattr(slurm, "_slurm", lambda cmd, *a, **kw: "" if cmd == "squeue" else
+                        "2026-11-30T10:00:00|COMPLETED\n")  # fmt: skip
+    slurm.record_job(tmp_path, "7", tmp_path / "slurm", 2)
+    slurm.check_not_in_use(tmp_path)  # job 7 COMPLETED: the run may be submitted again
+    slurm.record_job(tmp_path, "8_1", tmp_path / "slurm", 1)
+    jobs = json.loads((tmp_path / "slurm" / "jobs.json").read_text())
+    assert [(j["job_id"], j["ranks"], len(j["logs"])) for j in jobs] == [("7", 2, 2), ("8_1", 1, 1)]
+    monkeypatch.setattr(slurm, "_slurm", lambda cmd, *a, **kw: "RUNNING\n")
+    with pytest.raises(UserError, match="already has SLURM job 7 .RUNNING."):
+        slurm.check_not_in_use(tmp_path)

@@ -37,7 +37,6 @@ import atexit
 import contextlib
 import faulthandler
 import io
-import json
 import os
 import re
 import shutil
@@ -354,34 +353,31 @@ def log_path(folder: Path, job_id: str, rank: int = 0) -> Path:
 
 def record_job(run_dir: Path, job_id: str, folder: Path, ranks: int) -> None:
     """Append the job to `RUN_DIR/slurm/jobs.json`, which `tsforge jobs` reads."""
+    from tsforge.train.rundir import read_json, write_json
+
     path = run_dir / "slurm" / "jobs.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    jobs = json.loads(path.read_text()) if path.exists() else []
+    jobs = read_json(path, list)  # check_not_in_use read it before the job was submitted
     jobs.append({
         "job_id": job_id, "submitted": time.time(), "ranks": ranks,
         "logs": [str(log_path(folder, job_id, r)) for r in range(ranks)],
     })  # fmt: skip
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(jobs, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, jobs)
 
 
 def check_not_in_use(run_dir: Path) -> None:
     """Refuse to submit into a run that a launch trains now (its lock is held) or that a job
     of its own will train (PENDING, RUNNING, ...): two jobs would write one run."""
     from tsforge.train.lock import holder, in_use
+    from tsforge.train.rundir import read_json
 
     who = holder(run_dir)
     if who:
         raise in_use(run_dir, who)
     path = run_dir / "slurm" / "jobs.json"
-    try:
-        jobs = json.loads(path.read_text()) if path.exists() else []
-    except (ValueError, OSError):
-        jobs = []  # unreadable: `tsforge jobs` says so; the lock still guards the run
-    for job in jobs[-5:] if isinstance(jobs, list) else []:
-        job_id = str(job.get("job_id", "")) if isinstance(job, dict) else ""
-        state = job_state(job_id) if job_id else None
+    for job in read_json(path, list)[-5:]:  # unreadable: refused before anything is submitted
+        job_id = check_job_id(job.get("job_id") if isinstance(job, dict) else None, str(path))
+        state = job_state(job_id)
         if state is not None and state not in TERMINAL:
             raise UserError(f"run directory {run_dir} already has SLURM job {job_id} ({state}), "
                             f"which will train it: follow it with 'tsforge jobs status "
