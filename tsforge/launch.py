@@ -5,8 +5,8 @@
     python -m tsforge.launch launcher.nprocs=2                # 2 DDP processes (gloo on CPU)
     python -m tsforge.launch hydra.run.dir=runs/a             # again: resumes runs/a
     python -m tsforge.launch -m model=nhits,dlinear           # a sweep, one run each
-    python -m tsforge.launch launcher=slurm launcher.nodes=2  # a SLURM job (tsforge/train/slurm.py)
-    python -m tsforge.launch -m launcher=slurm model=nhits,dlinear  # one job array (train/sweep.py)
+    python -m tsforge.launch launcher=slurm launcher.nodes=2  # a SLURM job (launchers/slurm.py)
+    python -m tsforge.launch -m launcher=slurm model=nhits,dlinear  # one job array
     python -m tsforge.launch --config-dir ~/my-configs experiment=mine   # configs of your own
 
 Exit codes: 0 done; 2 bad input (one line on stderr); 1 this machine cannot write the run
@@ -74,11 +74,11 @@ def _task(cfg) -> None:
         if stop.requested():
             code = _stopped_before_start()
         elif cfg.launcher.name == "slurm":
-            from tsforge.train.slurm import launch_slurm
+            from tsforge.launchers.slurm import launch_slurm
 
             code = launch_slurm(cfg, run_dir)
         else:
-            from tsforge.train.local import launch_local
+            from tsforge.launchers.local import launch_local
 
             code = launch_local(cfg, run_dir)
     except (UserError, OSError) as err:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion):
             cfg = check_overrides(overrides)
             if args.multirun:
-                from tsforge.train.sweep import is_slurm_sweep, submit_sweep
+                from tsforge.launchers.sweep import is_slurm_sweep, submit_sweep
 
                 if is_slurm_sweep(overrides):  # one job array, not Hydra's run after run
                     return _stopped_before_start() if stop.requested() else submit_sweep(overrides)

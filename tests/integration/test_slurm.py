@@ -97,7 +97,7 @@ def tsforge(*args: str, env=None) -> subprocess.CompletedProcess:
 
 
 def state(job_id: str) -> str | None:
-    from tsforge.train.slurm import job_state
+    from tsforge.launchers.slurm import job_state
 
     return job_state(job_id)
 

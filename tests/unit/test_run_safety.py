@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from tsforge.errors import UserError, environment_fault
+from tsforge.launchers.slurm import check_not_in_use
 from tsforge.train.checkpoint import CheckpointManager, load_checkpoint
 from tsforge.train.lock import RunLock, holder
 from tsforge.train.loop import load_optimizer
 from tsforge.train.resume import config_changes, may_change
 from tsforge.train.rundir import check_run_dir
 from tsforge.train.schedule import build_scheduler
-from tsforge.train.slurm import check_not_in_use
 
 
 # -- resume rules ----------------------------------------------------------------------------

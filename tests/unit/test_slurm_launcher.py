@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from tsforge.config.checks import compose_config
 from tsforge.errors import UserError
-from tsforge.train import slurm
+from tsforge.launchers import slurm
 
 GOLDEN = Path(__file__).parent / "golden"
 SINFO = "debug*|2|(null)\ngpu|3|gpu:a100:4(S:0-1)\ngpu|1|gpu:a100:8\n"
@@ -130,7 +130,7 @@ def test_slurm_keys_are_typed():
 
 
 def test_sweep_expands_as_hydra_does():
-    from tsforge.train.sweep import expand
+    from tsforge.launchers.sweep import expand
 
     runs = expand(["launcher=slurm", "model=nhits,dlinear", "optim.lr=1e-3,3e-4"])
     assert [r[1:] for r in runs] == [
@@ -140,14 +140,14 @@ def test_sweep_expands_as_hydra_does():
 
 
 def test_sweep_launcher_kind_comes_from_the_config():
-    from tsforge.train.sweep import is_slurm_sweep
+    from tsforge.launchers.sweep import is_slurm_sweep
 
     assert is_slurm_sweep(["launcher=slurm", "model=nhits,dlinear"])
     assert not is_slurm_sweep(["model=nhits,dlinear"])
 
 
 def test_a_sweep_cannot_vary_the_resource_request():
-    from tsforge.train.sweep import submit_sweep
+    from tsforge.launchers.sweep import submit_sweep
 
     with pytest.raises(UserError, match="launcher.nodes varies within the sweep"):
         submit_sweep(["launcher=slurm", "launcher.nodes=1,2"])

@@ -41,8 +41,8 @@ def add_parser(sub) -> None:
 
 def _jobs(run_dir: str) -> list[dict[str, Any]]:
     """The checked entries of RUN_DIR/slurm/jobs.json: {job_id, ranks}, oldest first."""
+    from tsforge.launchers.slurm import check_job_id
     from tsforge.train.rundir import read_json
-    from tsforge.train.slurm import check_job_id
 
     path = Path(run_dir) / "slurm" / "jobs.json"
     if not path.is_file():
@@ -62,8 +62,8 @@ def _jobs(run_dir: str) -> list[dict[str, Any]]:
 
 def _sweep_runs(run: Path) -> list[dict[str, Any]]:
     """The checked elements of SWEEP_DIR/sweep.json: {job_id, swept, run_dir}."""
+    from tsforge.launchers.slurm import check_job_id
     from tsforge.train.rundir import read_json
-    from tsforge.train.slurm import check_job_id
 
     path = run / "sweep.json"
     runs = read_json(path).get("runs")
@@ -77,9 +77,9 @@ def _sweep_runs(run: Path) -> list[dict[str, Any]]:
 
 
 def _status(args) -> int:
+    from tsforge.launchers.slurm import job_state
     from tsforge.train.rundir import read_json
     from tsforge.train.runs import steps_done
-    from tsforge.train.slurm import job_state
 
     run = Path(args.run_dir)
     if (run / "sweep.json").exists():  # a sweep folder: every element of the array
@@ -102,7 +102,7 @@ def _status(args) -> int:
 def log_of(run: Path, job_id: str, rank: int) -> Path:
     """Where rank `rank` of the job logs: RUN_DIR/slurm/ or, for a sweep's element, the
     sweep's slurm/ folder; a sweep's array logs as its element 0."""
-    from tsforge.train.slurm import log_path
+    from tsforge.launchers.slurm import log_path
 
     if "_" not in job_id and (run / "sweep.json").exists():
         job_id = f"{job_id}_0"
@@ -112,7 +112,7 @@ def log_of(run: Path, job_id: str, rank: int) -> Path:
 
 
 def _logs(args) -> int:
-    from tsforge.train.slurm import follow
+    from tsforge.launchers.slurm import follow
 
     job = _jobs(args.run_dir)[-1]
     if not 0 <= args.rank < job["ranks"]:
@@ -132,7 +132,7 @@ def _logs(args) -> int:
 
 
 def _cancel(args) -> int:
-    from tsforge.train.slurm import TERMINAL, cancel_job, job_state
+    from tsforge.launchers.slurm import TERMINAL, cancel_job, job_state
 
     for job in _jobs(args.run_dir):
         state = job_state(job["job_id"])

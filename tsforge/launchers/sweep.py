@@ -26,7 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from tsforge.config import CONF_DIR
 from tsforge.config.checks import compose_config
 from tsforge.errors import EXIT_FAILURE, UserError
-from tsforge.train.slurm import (
+from tsforge.launchers.slurm import (
     TERMINAL,
     job_state,
     log_path,
