@@ -29,7 +29,7 @@ from tsforge.cli.main import main
 from tsforge.data.loader import WindowLoader, WindowSpec
 from tsforge.data.scaling import inverse
 from tsforge.data.store import Store
-from tsforge.train.inference import evaluate_run, load_run, predict
+from tsforge.runs.inference import evaluate_run, load_run, predict
 
 pytestmark = pytest.mark.integration
 

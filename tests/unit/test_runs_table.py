@@ -1,4 +1,4 @@
-"""`tsforge runs list|compare` over run directories (tsforge/train/runs.py).
+"""`tsforge runs list|compare` over run directories (tsforge/runs/table.py).
 
 pytest tests/unit/test_runs_table.py
 """

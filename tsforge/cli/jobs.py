@@ -78,8 +78,8 @@ def _sweep_runs(run: Path) -> list[dict[str, Any]]:
 
 def _status(args) -> int:
     from tsforge.launchers.slurm import job_state
+    from tsforge.runs.table import steps_done
     from tsforge.train.rundir import read_json
-    from tsforge.train.runs import steps_done
 
     run = Path(args.run_dir)
     if (run / "sweep.json").exists():  # a sweep folder: every element of the array

@@ -12,7 +12,7 @@ empty. Input at another frequency than the run's is refused (`--freq` names the 
 it is inferred). The output is long: `unique_id, ds, <model>[, <model>-q-<level>...]`,
 written to a temporary file in --output's folder (which must exist) and renamed, so a failure
 leaves no output; `--overwrite` replaces a file, never a folder, a link or the input. See
-`tsforge.train.inference`.
+`tsforge.runs.inference`.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _predict(args) -> int:
     # again, with the training store among the inputs.
     check_file_target(Path(args.output), flag="--output", suffixes=FORECAST_SUFFIXES,
                       overwrite=args.overwrite, inputs=[args.input])  # fmt: skip
-    from tsforge.train.inference import load_run, predict
+    from tsforge.runs.inference import load_run, predict
 
     # A polite kill (a scheduler's time limit, `kill PID`) cleans up like Ctrl-C does: the
     # temporary store and the half-written output are removed on the way out.

@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 
 def _handler(args) -> int:
-    from tsforge.train.runs import differing_keys, find_runs, rows, table
+    from tsforge.runs.table import differing_keys, find_runs, rows, table
 
     table_rows = rows(find_runs(args.dirs))
     keys = differing_keys(table_rows) if args.compare else []

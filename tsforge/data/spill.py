@@ -62,8 +62,10 @@ class Spill:
         self._last_code = -1
         self._offsets: np.ndarray | None = None
         self._file: Path | None = None
-        # Last, so that nothing can fail between creating the file and owning it.
-        self._writer = open(self.paths[0], "wb")  # noqa: SIM115 - closed in finish()/close()
+        # Pass 1's file descriptor, made by the first write: inside the `with` block, so that
+        # a signal at any moment leaves close() to remove the file (a bare descriptor, unlike
+        # a file object, cannot be left half-owned by an exception).
+        self._fd: int | None = None
 
     # -- pass 1 ---------------------------------------------------------------------------
     def append(self, rec: np.ndarray) -> None:
@@ -76,10 +78,16 @@ class Spill:
         self.counts[:top] += np.bincount(code, minlength=top)
         if self.grouped:
             self._track_runs(code)
-        # A plain buffered write: ndarray.tofile turns an exception raised by a signal handler
-        # during its internal flush into an unrelated TypeError.
-        self._writer.write(np.ascontiguousarray(rec).data)
+        # Plain writes: ndarray.tofile turns an exception raised by a signal handler during
+        # its internal flush into an unrelated TypeError.
+        data = np.ascontiguousarray(rec).data.cast("B")
+        _pwrite_all(self._pass1(), data, self.n_records * self.dtype.itemsize)
         self.n_records += len(rec)
+
+    def _pass1(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.paths[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return self._fd
 
     def _track_runs(self, code: np.ndarray) -> None:
         starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
@@ -96,7 +104,8 @@ class Spill:
         self._first[run_codes] = self.n_records + starts
 
     def finish(self) -> None:
-        self._writer.close()
+        fd, self._fd = self._pass1(), -1
+        os.close(fd)
 
     # -- pass 2 ---------------------------------------------------------------------------
     def arrange(self, order: np.ndarray) -> None:
@@ -171,10 +180,9 @@ class Spill:
     # -- cleanup --------------------------------------------------------------------------
     def close(self) -> None:
         try:
-            if not self._writer.closed:
-                self._writer.close()
-        except OSError:
-            pass  # a full disk refuses the last flush too; the error that led here is raised
+            if self._fd is not None and self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
         finally:
             for path in self.paths:
                 path.unlink(missing_ok=True)

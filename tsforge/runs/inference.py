@@ -1,7 +1,7 @@
 """A trained run, rebuilt from its directory: evaluate it on a split, or forecast past the end
 of new series.
 
-    from tsforge.train.inference import evaluate_run, load_run, predict
+    from tsforge.runs.inference import evaluate_run, load_run, predict
     run = load_run("runs/mine", checkpoint="best")     # best.pt, else latest.pt
     report = evaluate_run(run, split="test")           # overall and per-horizon-step metrics
     summary = predict(run, "new.csv", "forecasts.parquet")

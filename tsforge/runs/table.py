@@ -1,6 +1,6 @@
 """A table of runs: what differs in their configs and how they did.
 
-    from tsforge.train.runs import find_runs, summarize, differing_keys
+    from tsforge.runs.table import find_runs, summarize, differing_keys
     runs = [summarize(d) for d in find_runs(["runs/sweep_2026-11-27"])]
 
 A run directory is any folder holding `config.yaml`; a sweep folder holds one per element.
