@@ -361,17 +361,17 @@ def _target_ends(store: Store) -> np.ndarray:
     return end - indptr[:-1]
 
 
-def _series_stats(run: TrainedRun, store: Store, forecast: np.ndarray):
+def _series_stats(run: TrainedRun, store: Store, wanted: np.ndarray):
     """scale_by=series: loc / scale [n_input, C] of the input's series, those the run's
     loaders scale the training store's series of the same id with (`train_series_stats`).
-    Only the series to `forecast` need one; the others get loc 0, scale 1 (never read)."""
+    Only the `wanted` series need one; the others get loc 0, scale 1 (never read)."""
     train, data = run.store, run.cfg.data
     loc, scale = train_series_stats(train, builders._split_spec(data, train), data.scaling)
     if train.n_series == 1 and store.n_series == 1:  # wide data: ids come from file names
         return loc, scale
     where = {str(uid): i for i, uid in enumerate(train.ids)}
     ids = [str(u) for u in store.ids]
-    missing = [ids[i] for i in np.flatnonzero(forecast) if ids[i] not in where]
+    missing = [ids[i] for i in np.flatnonzero(wanted) if ids[i] not in where]
     if missing:
         raise UserError(
             f"series {_some(missing)} of the input are not in the training store "
@@ -534,9 +534,9 @@ def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels, na
         raise UserError(_unforecastable(src, ids, short, empty, m))
     # lo = hi - H = the forecast start: one window per series (and channel) with >= m rows.
     index = WindowIndex(t_end, t_end + H, spec, len(roles.target))
-    forecast = index.counts > 0
+    wanted = index.counts > 0
     uses_futr = MODELS[run.model_name].supports_exog and bool(roles.futr_exog)
-    lacking = forecast & (store.lengths < t_end + H)
+    lacking = wanted & (store.lengths < t_end + H)
     if uses_futr and lacking.any():
         i = int(np.flatnonzero(lacking)[0])
         raise UserError(
@@ -548,7 +548,7 @@ def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels, na
         )
     stats = None
     if data.scale_by == "series" and data.scaling != "none":
-        stats = _series_stats(run, store, forecast)
+        stats = _series_stats(run, store, wanted)
     # The loader cuts, pads, masks and scales the windows as it does in training and
     # evaluation; only the statistics of scale_by=series come from the training store.
     loader = WindowLoader(store, spec, split_spec={"kind": "none"}, mode="eval",
@@ -575,7 +575,7 @@ def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels, na
         raise
     return PredictSummary(
         output=str(output), rows=writer.rows, n_series=store.n_series,
-        n_forecast=int(forecast.sum()), n_padded=int((forecast & (t_end < L)).sum()),
+        n_forecast=int(wanted.sum()), n_padded=int((wanted & (t_end < L)).sum()),
         input_size=L, min_rows=m, horizon=H, columns=list(writer.schema.names),
         skipped_short=[str(u) for u in ids[short]], skipped_empty=[str(u) for u in ids[empty]],
     )  # fmt: skip
