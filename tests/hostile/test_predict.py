@@ -54,21 +54,37 @@ def ingested(csv: str, store: str, **options) -> Prepare:
     return prepare
 
 
-def forecasts(name: str) -> Callable[[Path], None]:
-    """What is left: `name` holds H forecasts for each of the three series."""
+def forecasts(name: str, ids: str = "abc") -> Callable[[Path], None]:
+    """What is left: `name` holds H forecasts of nhits (a point loss: no quantile column) for
+    each of the series `ids`."""
 
     def after(ws: Path) -> None:
         path = ws / name
         frame = (pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path))
-        assert frame.num_rows == 3 * H
-        assert sorted(set(frame.column("unique_id").to_pylist())) == ["a", "b", "c"]
+        assert frame.column_names == ["unique_id", "ds", "nhits"]
+        assert frame.num_rows == len(ids) * H
+        assert sorted(set(frame.column("unique_id").to_pylist())) == list(ids)
 
     return after
+
+
+def lines_of(series: str, change: Callable[[list[str]], list[str]]) -> Callable[[str], str]:
+    """data.csv's text with the lines of `series` changed (the others as they are)."""
+
+    def edit(text: str) -> str:
+        header, *rows = text.splitlines()
+        mine = [r for r in rows if r.startswith(f"{series},")]
+        return "\n".join([header, *change(mine), *(r for r in rows if r not in mine)]) + "\n"
+
+    return edit
 
 
 RENAMED = rewrite("value.csv", lambda text: text.replace("unique_id,ds,y", "unique_id,ds,value"))
 WITH_PRICE = rewrite("price.csv", lambda text: "\n".join(
     line + (",price" if i == 0 else ",1.0") for i, line in enumerate(text.splitlines())) + "\n")
+# series a with 10 rows (input_size is 24): left-padded; series c without a target value
+SHORT = rewrite("short.csv", lines_of("a", lambda rows: rows[-10:]))
+EMPTY = rewrite("empty.csv", lines_of("c", lambda rows: [r.rsplit(",", 1)[0] + "," for r in rows]))
 DOTTED = rewrite("dotted.csv", lambda text: re.sub(r"(\d{4})-(\d\d)-(\d\d)", r"\3.\2.\1", text))
 
 CASES = [
@@ -93,6 +109,15 @@ CASES = [
          code=2, says=r"f\.csv already exists: pass --overwrite", prepare=write("f.csv", "mine\n")),
     Case("overwrite-a-file", [*FROM_CSV, "{f.csv}", "--overwrite"],
          code=0, prepare=write("f.csv", "old\n"), changes=["f.csv"], after=forecasts("f.csv")),
+    # every series is forecast (a short one padded), or the command says which it cannot
+    Case("short-series-padded", [*PREDICT, "{short.csv}", "--output", "{f.csv}"], code=0,
+         prepare=SHORT, creates=["f.csv"], after=forecasts("f.csv")),
+    Case("series-without-values", [*PREDICT, "{empty.csv}", "--output", "{f.csv}"], code=2,
+         says=r"1 of the 3 series of --input .*empty\.csv cannot be forecast: 1 have no target "
+         r"value \('c'\): .*pass --skip-short to forecast the other 2$", prepare=EMPTY),
+    Case("skip-short-writes-the-others", [*PREDICT, "{empty.csv}", "--output", "{f.csv}",
+                                          "--skip-short"],
+         code=0, prepare=EMPTY, creates=["f.csv"], after=forecasts("f.csv", ids="ab")),
     # input at another frequency, or without the run's columns
     Case("input-at-30min", [*PREDICT, "{m30.csv}", "--output", "{f.csv}"],
          code=2, says=r"steps by 30min .* trained on data stepping by h",

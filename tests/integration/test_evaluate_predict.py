@@ -1,9 +1,11 @@
 """`tsforge evaluate` and `tsforge predict` on a real run, trained once for the module.
 
 The run is a tiny NHITS with the quantile loss on the built-in synthetic data (hourly series
-with a future-known calendar covariate and a static one). Evaluate must give the run's own
-metrics.json back; predict must forecast the steps after each series' last target, in the
-data's units, equal to what the model gives on the loader's test windows.
+with a future-known calendar covariate and a static one), trained with data.min_input_size=48
+(input_size 96). Evaluate must give the run's own metrics.json back; predict must forecast the
+steps after each series' last target, in the data's units and Nixtla's column names, equal to
+what the evaluator gives on the same windows (one scaling path), and forecast every series
+or refuse naming those it cannot.
 
     python -m pytest -m integration tests/integration/test_evaluate_predict.py
 """
@@ -26,19 +28,21 @@ import pytest
 import torch
 
 from tsforge.cli.main import main
-from tsforge.data.loader import WindowLoader, WindowSpec
-from tsforge.data.scaling import inverse
 from tsforge.data.store import Store
 from tsforge.runs.inference import evaluate_run, load_run, predict
+from tsforge.train import builders
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 H = 24  # the synthetic data config's horizon
-COLUMNS = ["unique_id", "ds", "nhits", "nhits-q-0.1", "nhits-q-0.5", "nhits-q-0.9"]
+# the point forecast, then quantiles 0.1, 0.5, 0.9 of the loss as Nixtla names them
+COLUMNS = ["unique_id", "ds", "nhits", "nhits-lo-80", "nhits-median", "nhits-hi-80"]
+MIN_INPUT = 48  # data.min_input_size: series down to 48 rows are left-padded to 96
 TINY = [
     "trainer.max_steps=10", "trainer.val_every_steps=5", "trainer.plot_series=0",
     "model.mlp_units=[[32,32],[32,32],[32,32]]", "loss.name=quantile",
+    f"data.min_input_size={MIN_INPUT}",
 ]  # fmt: skip
 
 
@@ -165,66 +169,151 @@ def test_predict_csv_and_parquet(run, tmp_path):
     assert sorted(p.name for p in csv_out.parent.iterdir()) == ["f.csv", "f.parquet"]
 
 
-def reference(run_dir: Path, scale_by: str) -> dict[str, np.ndarray]:
-    """Point forecasts [H] of each series' last test window, through the training loader."""
-    trained = load_run(run_dir)
-    data = trained.cfg.data
-    spec = WindowSpec(input_size=data.input_size, horizon=data.horizon)
-    loader = WindowLoader(trained.store, spec, split="test", global_batch_size=1024,
-                          scaling=data.scaling, scale_by=scale_by)  # fmt: skip
-    lengths, ids, out = trained.store.lengths, trained.store.ids, {}
-    with torch.no_grad():
-        for batch in loader:
-            last = batch["valid"] & (batch["t"] == torch.from_numpy(lengths)[batch["series"]] - H)
-            if not last.any():
-                continue
-            b = {k: v[last] for k, v in batch.items()}
-            y_hat = trained.model(b["insample_y"], insample_mask=b["insample_mask"],
-                                  hist_exog=b["hist_exog"], futr_exog=b["futr_exog"],
-                                  stat_exog=b["stat_exog"])  # fmt: skip
-            point = inverse(trained.loss.point(y_hat), b["loc"], b["scale"])
-            for s, p in zip(b["series"].tolist(), point[:, :, 0].numpy()):
-                out[str(ids[s])] = p
-    return out
+def evaluator_forecasts(trained, store: Store | None = None) -> dict[str, np.ndarray]:
+    """Point forecasts [H] of each series' last test window, as the run's evaluator gives them
+    (the loaders of `builders.loaders` and `Evaluator.evaluate`: the path of the test metrics)
+    on the run's store, or on `store`."""
+    cfg, store = trained.cfg, store or trained.store
+    loaders = builders.loaders(cfg.data, cfg.trainer.seed, store, trained.env)
+    points = []
+    builders.evaluator(cfg, loaders, trained.loss, trained.env).evaluate(
+        trained.model, "test", observe=lambda point_BHC, *_: points.append(point_BHC))
+    test = loaders["test"]
+    point_NH = torch.cat(points)[: test.n_windows, :, 0].numpy()  # windows in order, then pads
+    series, _, t = test.index.locate(np.arange(test.n_windows))
+    last = t == store.lengths[series] - H
+    return {str(store.ids[s]): p for s, p in zip(series[last], point_NH[last])}
+
+
+def forecasts_by_id(path: Path) -> dict[str, np.ndarray]:
+    frame = pq.read_table(path).to_pandas()
+    return {str(u): g["nhits"].to_numpy() for u, g in frame.groupby("unique_id", sort=False)}
 
 
 @pytest.mark.parametrize("scale_by", ["window", "series"])
-def test_predict_equals_the_model_on_the_last_test_windows(run, tmp_path, scale_by):
+def test_predict_equals_the_evaluator_on_the_last_test_windows(run, tmp_path, scale_by):
     run_dir, _ = run
     trained = load_run(run_dir)
-    # scale_by=series was not trained here, but inputs must still be scaled as the loader
-    # does: with the training store's train-split statistics of each series
+    # scale_by=series was not trained here, but predict must still scale as the run's
+    # loaders do: with the training store's train-split statistics of each series
     trained.cfg.data.scale_by = scale_by
+    assert trained.cfg.data.metrics_on == "original"  # the evaluator's points in data units
     src, out = tmp_path / "input.csv", tmp_path / "f.parquet"
     write_input(trained.store, src)
     summary = predict(trained, src, out)
-    assert summary.n_forecast == trained.store.n_series and not summary.skipped_short
-    frame = pq.read_table(out).to_pandas()
-    want = reference(run_dir, scale_by)
-    assert len(want) == trained.store.n_series
+    assert summary.n_forecast == trained.store.n_series and summary.n_padded == 0
+    want = evaluator_forecasts(trained)
+    got = forecasts_by_id(out)
+    assert len(want) == trained.store.n_series and set(got) == set(want)
     for uid, point in want.items():
-        got = frame[frame.unique_id == uid]["nhits"].to_numpy()
-        np.testing.assert_allclose(got, point, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got[uid], point, rtol=1e-5, atol=1e-5)
 
 
-def test_predict_skips_short_series_and_reads_stores(run, tmp_path):
+def test_predict_pads_short_series_as_the_evaluator_does(run, tmp_path):
+    """Series shorter than input_size: predict's padded, masked, scaled windows are those the
+    evaluator makes of the same rows with data.min_input_size."""
+    run_dir, _ = run
+    trained = load_run(run_dir)
+    ids = [str(u) for u in trained.store.ids[:3]]
+    # histories of 60 and 48 rows (padded to 96), and one of 200 (not padded)
+    cut = {ids[0]: 60 + H, ids[1]: MIN_INPUT + H, ids[2]: 200 + H}
+    full, src, out = tmp_path / "full.csv", tmp_path / "input.csv", tmp_path / "f.parquet"
+    write_input(trained.store, full, blank_last=0, cut=cut)  # the actuals: test = last H
+    write_input(trained.store, src, cut=cut)  # the same with the last H targets blank
+    from tsforge.data.ingest import ingest
+
+    roles = trained.store.roles
+    ingest(full, tmp_path / "full.zarr", futr_exog=roles.futr_exog, static=roles.static,
+           split={"kind": "holdout", "horizon": H})  # fmt: skip
+    summary = predict(trained, src, out)
+    assert summary.n_forecast == trained.store.n_series and summary.n_padded == 2
+    want = evaluator_forecasts(trained, Store(tmp_path / "full.zarr"))
+    got = forecasts_by_id(out)
+    assert set(want) == set(got) == {str(u) for u in trained.store.ids}
+    for uid in ids:
+        assert len(got[uid]) == H
+        np.testing.assert_allclose(got[uid], want[uid], rtol=1e-5, atol=1e-5)
+
+
+def cut_input(run_dir: Path, tmp_path: Path) -> tuple[Path, list[str], list[str]]:
+    """An input with series padded (60 rows), too short (20 rows) and empty; (path, ids of
+    the input, ids predict cannot forecast)."""
+    store = store_of(run_dir)
+    ids = [str(u) for u in store.ids]
+    src = tmp_path / "cut.csv"
+    # the last series keeps only its H future rows: no target value at all
+    write_input(store, src, cut={ids[0]: 60 + H, ids[1]: 20 + H, ids[2]: 20 + H, ids[-1]: H})
+    return src, ids, [ids[1], ids[2], ids[-1]]
+
+
+def test_predict_refuses_series_too_short_to_pad_naming_them(run, tmp_path):
+    run_dir, env = run
+    src, ids, bad = cut_input(run_dir, tmp_path)
+    (tmp_path / "out").mkdir()
+    proc = cli(env, "predict", run_dir, "--input", src, "--output", tmp_path / "out" / "f.csv")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tsforge: error:"), proc.stderr
+    message = lines[0]
+    assert f"3 of the {len(ids)} series" in message
+    assert f"2 have fewer than data.min_input_size={MIN_INPUT} rows" in message
+    assert "1 have no target value" in message
+    for uid in bad:
+        assert repr(uid) in message
+    assert f"--skip-short to forecast the other {len(ids) - 3}" in message
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_predict_skip_short_forecasts_every_other_series(run, tmp_path):
+    run_dir, env = run
+    src, ids, bad = cut_input(run_dir, tmp_path)
+    out = tmp_path / "f.csv"
+    proc = cli(env, "predict", run_dir, "--input", src, "--output", out, "--skip-short")
+    assert proc.returncode == 0, proc.stderr
+    n = len(ids) - len(bad)
+    assert f"forecast {n} of {len(ids)} series (1 shorter than input_size=96" in proc.stdout
+    assert f"{n * H:,} rows" in proc.stdout
+    assert f"skipped 2 series that have fewer than data.min_input_size={MIN_INPUT}" in proc.stdout
+    assert f"skipped 1 series that have no target value (--skip-short): {bad[-1]!r}" in proc.stdout
+    frame = pacsv.read_csv(out).to_pandas()
+    assert set(frame.unique_id) == set(ids) - set(bad)
+    assert (frame.groupby("unique_id").size() == H).all()
+
+
+def test_predict_pads_to_one_row_without_min_input_size(run, tmp_path):
+    """A run trained without data.min_input_size forecasts any series with a value."""
+    run_dir, _ = run
+    trained = load_run(run_dir)
+    trained.cfg.data.min_input_size = None
+    src, ids, bad = cut_input(run_dir, tmp_path)
+    out = tmp_path / "f.parquet"
+    summary = predict(trained, src, out, skip_short=True)
+    assert summary.min_rows == 1 and summary.n_padded == 3
+    assert summary.skipped_short == [] and summary.skipped_empty == [bad[-1]]
+    assert set(forecasts_by_id(out)) == set(ids) - {bad[-1]}
+
+
+def test_predict_reads_stores(run, tmp_path):
     run_dir, _ = run
     trained = load_run(run_dir)
     ids = [str(u) for u in trained.store.ids[:2]]
     src = tmp_path / "input.csv"
-    write_input(trained.store, src, cut={ids[0]: 50, ids[1]: 96 + H})  # input_size is 96
+    write_input(trained.store, src, cut={ids[0]: 50 + H, ids[1]: 96 + H})  # input_size is 96
     from tsforge.data.ingest import ingest
 
     roles = trained.store.roles
     ingest(src, tmp_path / "input.zarr", futr_exog=roles.futr_exog, static=roles.static,
            on_nan="keep")  # fmt: skip
+    frames = []
     for i, source in enumerate((src, tmp_path / "input.zarr")):
         out = tmp_path / f"f{i}.csv"
         summary = predict(trained, source, out)
-        assert summary.skipped_short == [ids[0]]
-        assert summary.rows == (trained.store.n_series - 1) * H
-        frame = pacsv.read_csv(out).to_pandas()
-        assert ids[0] not in set(frame.unique_id) and ids[1] in set(frame.unique_id)
+        assert summary.n_padded == 1 and not summary.skipped_short
+        assert summary.rows == trained.store.n_series * H
+        frames.append(pacsv.read_csv(out).to_pandas())
+        assert set(frames[-1].unique_id) == {str(u) for u in trained.store.ids}
+    np.testing.assert_allclose(frames[0][COLUMNS[2:]].to_numpy(),
+                               frames[1][COLUMNS[2:]].to_numpy())  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ refusals

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tsforge.data import scaling
-from tsforge.data.loader import WindowLoader, WindowSpec, _layout
+from tsforge.data.loader import WindowLoader, WindowSpec, _layout, train_series_stats
 from tsforge.data.splits import resolve
 from tsforge.data.store import ColumnRoles, StoreWriter
 from tsforge.errors import UserError
@@ -139,6 +139,25 @@ def test_scaled_batches_invert_to_the_data(store, scale_by, method, multivariate
         at = s if multivariate else (s, c)
         np.testing.assert_array_equal(batch["loc"][:, 0].numpy(), loc[at].reshape(len(s), -1))
         np.testing.assert_array_equal(batch["scale"][:, 0].numpy(), scale[at].reshape(len(s), -1))
+
+
+def test_series_stats_handed_in_scale_as_fitted_ones(store):
+    """Per-series statistics computed elsewhere (predict: the training store's) scale the
+    batches exactly as the loader's own fit does."""
+    spec = WindowSpec(12, 6)
+    args = dict(global_batch_size=64, scale_by="series", seed=3)
+    stats = train_series_stats(store, SPLIT, "standard")
+    fitted = WindowLoader(store, spec, **args)
+    given = WindowLoader(store, spec, series_stats=stats, **args)
+    for a, b in zip(take(fitted, 2), take(given, 2)):
+        assert_same(a, b)
+    other = (stats[0] + 1.0, stats[1] * 2.0)
+    batch = take(WindowLoader(store, spec, series_stats=other, **args), 1)[0]
+    s, c = batch["series"].numpy(), batch["channel"].numpy()
+    np.testing.assert_array_equal(batch["loc"][:, 0, 0].numpy(), other[0][s, c])
+    np.testing.assert_array_equal(batch["scale"][:, 0, 0].numpy(), other[1][s, c])
+    with pytest.raises(ValueError, match=r"series_stats must be two arrays of shape \(9, 2\)"):
+        WindowLoader(store, spec, series_stats=(stats[0][:3], stats[1][:3]), **args)
 
 
 def test_epochs_differ_and_depend_on_the_seed(store):

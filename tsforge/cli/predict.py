@@ -3,15 +3,26 @@
     tsforge predict runs/mine --input new.csv --output forecasts.parquet
     tsforge predict runs/mine --input data.zarr --output forecasts.csv --checkpoint latest
     tsforge predict runs/mine --input ETTh1.csv --format wide --time-col date --output f.csv
+    tsforge predict runs/mine --input new.csv --output f.csv --skip-short   # forecast the rest
 
 The input is a store, or a CSV / Parquet file laid out like the run's data (the training
 store's column roles and frequency are applied; it is ingested to a temporary store that is
 deleted afterwards). Forecasts start after each series' last target value; a model that reads
 future-known covariates needs the H rows after it, with the covariates filled and the target
 empty. Input at another frequency than the run's is refused (`--freq` names the input's, else
-it is inferred). The output is long: `unique_id, ds, <model>[, <model>-q-<level>...]`,
-written to a temporary file in --output's folder (which must exist) and renamed, so a failure
-leaves no output; `--overwrite` replaces a file, never a folder, a link or the input. See
+it is inferred).
+
+Every series is forecast or the command says why not: a series with fewer rows than the
+model's input_size is left-padded and masked, down to the run's `data.min_input_size` rows
+(1 when the run set none). A series shorter than that, or without a target value, makes the
+command exit 2 naming them, unless `--skip-short` asks to forecast the others (the left-out
+ones are then listed).
+
+The output is long, in Nixtla's column names (`tsforge.forecasts`): `unique_id, ds, <model>`
+(the point forecast) and, for a probabilistic model, `<model>-lo-<level>`, `<model>-median`,
+`<model>-hi-<level>` (quantile 0.1 is `-lo-80`, 0.9 `-hi-80`). It is written to a temporary
+file in --output's folder (which must exist) and renamed, so a failure leaves no output;
+`--overwrite` replaces a file, never a folder, a link or the input. See
 `tsforge.runs.inference`.
 """
 
@@ -55,6 +66,9 @@ def add_parser(sub) -> None:
                    "(default: the loss's own)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --output file (never a folder or an input)")
+    p.add_argument("--skip-short", action="store_true",
+                   help="forecast the other series when some are shorter than the run's "
+                   "data.min_input_size or have no target value (default: refuse, naming them)")
     ingest = p.add_argument_group("CSV / Parquet input (as in 'tsforge data ingest')")
     ingest.add_argument("--format", default="long", choices=FORMATS)
     ingest.add_argument("--id-col", default="unique_id", help="series id column (long format)")
@@ -86,19 +100,24 @@ def _predict(args) -> int:
     with stop_on_signals():
         summary = predict(
             load_run(args.run_dir, args.checkpoint), args.input, args.output,
-            quantiles=args.quantiles, overwrite=args.overwrite, format=args.format,
+            quantiles=args.quantiles, overwrite=args.overwrite, skip_short=args.skip_short,
+            format=args.format,
             id_col=args.id_col, time_col=args.time_col, on_gap=args.on_gap,
             ignore_cols=args.ignore_cols, freq=args.freq, time_format=args.time_format,
         )  # fmt: skip
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
         return 0
-    print(f"wrote {summary.rows:,} rows ({summary.n_forecast:,} series x {summary.horizon} "
-          f"steps) to {summary.output}: {', '.join(summary.columns)}")
-    for ids, why in ((summary.skipped_short, "have fewer rows than the model's input needs"),
+    padded = (f" ({summary.n_padded:,} shorter than input_size={summary.input_size}, "
+              "left-padded and masked)" if summary.n_padded else "")  # fmt: skip
+    print(f"forecast {summary.n_forecast:,} of {summary.n_series:,} series{padded}: wrote "
+          f"{summary.rows:,} rows ({summary.horizon} steps each) to {summary.output}: "
+          f"{', '.join(summary.columns)}")  # fmt: skip
+    fewer = f"have fewer than data.min_input_size={summary.min_rows} rows"
+    for ids, why in ((summary.skipped_short, fewer),
                      (summary.skipped_empty, "have no target value")):
         if ids:
             # repr: quoted, with any control character of a hostile id escaped
             shown = ", ".join(map(repr, ids[:5])) + (", ..." if len(ids) > 5 else "")
-            print(f"skipped {len(ids):,} series that {why}: {shown}")
+            print(f"skipped {len(ids):,} series that {why} (--skip-short): {shown}")
     return 0

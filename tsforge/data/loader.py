@@ -16,11 +16,13 @@ API (typed arguments, no config objects):
     WindowLoader(store, spec, *, split="train", split_spec=None, mode=None,
                  global_batch_size=1024, rank=0, world_size=1, seed=0, num_steps=None,
                  sample_by="window", series_weights=None, shuffle_group_blocks=16,
-                 scaling="standard", scale_by="window", num_workers=0, cache_mb=256,
-                 pin_memory=False)
+                 scaling="standard", scale_by="window", series_stats=None, num_workers=0,
+                 cache_mb=256, pin_memory=False)
       iter(loader) -> batches (dicts of tensors); len(loader) = batches per epoch
       .n_windows  .batches_per_epoch  .epoch  .index (windows.WindowIndex)
       .state_dict() -> dict   .load_state_dict(state)
+    train_series_stats(store, split_spec, scaling) -> (loc, scale) [n_series, Cy] of the
+      train rows of each series, the statistics of scale_by="series"
     scaling.inverse(y, loc, scale) -> y in the data's units
 
 Legend: `B` windows in this rank's part of a batch, `L` input_size, `H` horizon,
@@ -88,7 +90,7 @@ from tsforge.data.store import Store
 from tsforge.data.windows import WindowIndex, WindowSpec
 from tsforge.errors import UserError
 
-__all__ = ["WindowLoader", "WindowSpec"]
+__all__ = ["WindowLoader", "WindowSpec", "train_series_stats"]
 
 MODES = ("epoch", "sampled", "eval")
 STATE_KEYS = ("epoch", "batches_consumed", "seed", "fingerprint", "settings_hash")
@@ -398,6 +400,9 @@ class WindowLoader:
     sample_by / series_weights: sampled mode's distribution. shuffle_group_blocks: chunk-sized
     blocks shuffled together in epoch mode (more: better mixing, more chunks per batch).
     scaling: "standard" | "robust" | "none"; scale_by: "window" | "series" (train rows only).
+    series_stats: with scale_by="series", each series' (loc, scale) [n_series, Cy] computed
+    elsewhere (`train_series_stats` of the training store, for forecasts of new input); default:
+    those of this store's train rows.
     num_workers: DataLoader worker processes (0: build batches in this process); cache_mb:
     decoded chunk cache per process; pin_memory: page-locked batches for faster GPU copies.
     drop_last_of: keep whole batches of N forecast starts per series only (see WindowIndex).
@@ -421,6 +426,7 @@ class WindowLoader:
         shuffle_group_blocks: int = 16,
         scaling: str = "standard",
         scale_by: str = "window",
+        series_stats: tuple[np.ndarray, np.ndarray] | None = None,
         num_workers: int = 0,
         cache_mb: float = 256,
         pin_memory: bool = False,
@@ -487,7 +493,9 @@ class WindowLoader:
                                 group_blocks=int(shuffle_group_blocks))
         self._series_loc = self._series_scale = None
         if scale_by == "series" and scaling != "none":
-            self._series_loc, self._series_scale = _series_stats(store, self.split_spec, scaling)
+            if series_stats is None:
+                series_stats = train_series_stats(store, self.split_spec, scaling)
+            self._series_loc, self._series_scale = _checked_stats(series_stats, store)
         self._cache_bytes = int(cache_mb * 2**20)
         self.seed = int(seed)
         self._epoch, self._consumed = 0, 0
@@ -623,7 +631,9 @@ class WindowLoader:
 _SERIES_STATS: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
 
-def _series_stats(store: Store, split_spec: dict, method: str) -> tuple[np.ndarray, np.ndarray]:
+def train_series_stats(
+    store: Store, split_spec: dict, method: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-series loc / scale of the train rows, remembered for the process's last few
     stores, so the train, val and test loaders of a run share one pass over the store."""
     key = (store.fingerprint, json.dumps(split_spec, sort_keys=True), method)
@@ -634,6 +644,16 @@ def _series_stats(store: Store, split_spec: dict, method: str) -> tuple[np.ndarr
         if len(_SERIES_STATS) > 4:
             _SERIES_STATS.popitem(last=False)
     return _SERIES_STATS[key]
+
+
+def _checked_stats(stats, store: Store) -> tuple[np.ndarray, np.ndarray]:
+    """Given (loc, scale), float32 [n_series, Cy]: one row per series of `store`."""
+    want = (store.n_series, len(store.roles.target))
+    loc, scale = (np.ascontiguousarray(x, dtype=np.float32) for x in stats)
+    if loc.shape != want or scale.shape != want:
+        raise ValueError(f"series_stats must be two arrays of shape {want} (series, targets), "
+                         f"got {loc.shape} and {scale.shape}")
+    return loc, scale
 
 
 def _hash_int(text: str) -> int:

@@ -14,10 +14,13 @@ The run is rebuilt from `RUN_DIR/config.yaml` with the same builders that traine
 those of the run, and `evaluate_run` on the test split gives the `test` block of the run's
 `metrics.json` again.
 
-`predict` forecasts the H steps after each series' last target value. Its inputs are cut by
-the window loader's own gather code (same masking, padding and covariates as in training) and
-scaled as in training: per window from the input rows, or, with `scale_by=series`, with the
-training store's train-split statistics of the series of the same id. A model that reads
+`predict` forecasts the H steps after each series' last target value. Its inputs are cut,
+padded, masked and scaled by the window loader, as training and evaluation batches are: per
+window from the input rows, or, with `scale_by=series`, with the statistics the run's loaders
+give the training store's series of the same id (`loader.train_series_stats`, handed to the
+loader as `series_stats`). A series shorter than input_size is left-padded down to the run's
+`data.min_input_size` rows (1 when it set none); a shorter or empty one is refused, or left
+out when asked (`skip_short`). A model that reads
 future-known covariates needs them over the horizon: the input must hold H rows after each
 series' last target (covariates filled, target empty).
 
@@ -41,9 +44,8 @@ from omegaconf import DictConfig
 
 from tsforge.config.checks import check_saved
 from tsforge.data import scaling as scaling_mod
-from tsforge.data import splits as splits_mod
 from tsforge.data.freq import Freq
-from tsforge.data.loader import WindowLoader, WindowSpec
+from tsforge.data.loader import WindowLoader, WindowSpec, train_series_stats
 from tsforge.data.outputs import (
     FORECAST_SUFFIXES,
     check_file_target,
@@ -54,6 +56,7 @@ from tsforge.data.outputs import (
 from tsforge.data.store import Store
 from tsforge.data.windows import WindowIndex
 from tsforge.errors import UserError
+from tsforge.forecasts import quantile_column
 from tsforge.models import MODELS
 from tsforge.train import CHECKPOINTS, builders
 from tsforge.train.checkpoint import load_checkpoint, load_weights
@@ -208,30 +211,46 @@ class PredictSummary:
     rows: int
     n_series: int  # series in the input
     n_forecast: int  # series forecast
+    n_padded: int  # of those, series with fewer rows than input_size: left-padded, masked
+    input_size: int
+    min_rows: int  # fewest rows up to a series' last target value that can be forecast
     horizon: int
     columns: list[str]
-    skipped_short: list[str]  # ids of series with fewer rows than the model's input needs
-    skipped_empty: list[str]  # ids of series without any target value
+    # with skip_short only (else predict refuses them): ids of the series left out
+    skipped_short: list[str]  # fewer than min_rows rows up to their last target value
+    skipped_empty: list[str]  # no target value at all
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def _levels(loss, quantiles) -> tuple[float, ...]:
-    """Quantile levels to write: asked for, else the loss's own (none for a point loss)."""
+    """Quantile levels to write, ascending: asked for, else the loss's own (none for a point
+    loss)."""
     if quantiles:
         if not getattr(loss, "is_probabilistic", False):
             raise UserError(
                 f"--quantiles: the model was trained with the point loss "
                 f"{type(loss).__name__}, which gives no quantiles: leave --quantiles out"
             )
-        levels = tuple(float(q) for q in quantiles)
+        levels = tuple(sorted(float(q) for q in quantiles))
         if not all(0.0 < q < 1.0 for q in levels):
             raise UserError(f"--quantiles must be levels in (0, 1), got {list(quantiles)}")
         return levels
     if not getattr(loss, "is_probabilistic", False):
         return ()
-    return tuple(getattr(loss, "levels", ()) or DEFAULT_LEVELS)
+    return tuple(sorted(getattr(loss, "levels", ()) or DEFAULT_LEVELS))
+
+
+def _columns(model: str, levels: tuple[float, ...]) -> list[str]:
+    """`<model>` and one column per level, named as Nixtla names them (`tsforge.forecasts`)."""
+    names = [model] + [quantile_column(model, q) for q in levels]
+    if len(set(names)) < len(names):
+        raise UserError(
+            f"--quantiles {','.join(f'{q:g}' for q in levels)} name one column twice "
+            f"({', '.join(names[1:])}): give distinct levels"
+        )
+    return names
 
 
 def _check_output(output: Path, overwrite: bool, inputs: list[Path]) -> None:
@@ -342,27 +361,35 @@ def _target_ends(store: Store) -> np.ndarray:
     return end - indptr[:-1]
 
 
-def _series_stats(run: TrainedRun, store: Store, series_ids: np.ndarray):
-    """Training-store loc / scale [n_input, C] of the input's series (matched by id)."""
+def _series_stats(run: TrainedRun, store: Store, wanted: np.ndarray):
+    """scale_by=series: loc / scale [n_input, C] of the input's series, those the run's
+    loaders scale the training store's series of the same id with (`train_series_stats`).
+    Only the `wanted` series need one; the others get loc 0, scale 1 (never read)."""
     train, data = run.store, run.cfg.data
-    spec = splits_mod.preset(data.split) if data.split else train.splits
-    _, train_hi = splits_mod.resolve(spec, train.lengths, "train")
-    targets = train.column_index(train.roles.target)
-    loc, scale = scaling_mod.fit_series(train, train_hi, targets, data.scaling)
+    loc, scale = train_series_stats(train, builders._split_spec(data, train), data.scaling)
     if train.n_series == 1 and store.n_series == 1:  # wide data: ids come from file names
         return loc, scale
     where = {str(uid): i for i, uid in enumerate(train.ids)}
-    missing = [str(u) for u in series_ids if str(u) not in where]
+    ids = [str(u) for u in store.ids]
+    missing = [ids[i] for i in np.flatnonzero(wanted) if ids[i] not in where]
     if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise UserError(
-            f"series {', '.join(repr(m) for m in missing[:3])}{more} of the input are not in "
-            f"the training store {train.path}: the run scales inputs by each series' training "
-            "statistics (data.scale_by=series), so it can forecast only the series it was "
-            "trained on"
+            f"series {_some(missing)} of the input are not in the training store "
+            f"{train.path}: the run scales inputs by each series' training statistics "
+            "(data.scale_by=series), so it can forecast only the series it was trained on"
         )
-    at = np.array([where[str(u)] for u in series_ids], dtype=np.int64)
-    return loc[at], scale[at]
+    at = np.array([where.get(u, -1) for u in ids], dtype=np.int64)
+    known = at >= 0
+    out_loc = np.zeros((store.n_series, loc.shape[1]), np.float32)
+    out_scale = np.ones((store.n_series, scale.shape[1]), np.float32)
+    out_loc[known], out_scale[known] = loc[at[known]], scale[at[known]]
+    return out_loc, out_scale
+
+
+def _some(ids: list[str], shown: int = 3) -> str:
+    """'a', 'b', 'c' and 62 more: quoted, with any control character of a hostile id escaped."""
+    more = f" and {len(ids) - shown:,} more" if len(ids) > shown else ""
+    return ", ".join(map(repr, ids[:shown])) + more
 
 
 class _Writer:
@@ -426,6 +453,7 @@ def predict(
     *,
     quantiles: tuple[float, ...] | None = None,
     overwrite: bool = False,
+    skip_short: bool = False,
     format: str = "long",
     id_col: str = "unique_id",
     time_col: str = "ds",
@@ -436,13 +464,20 @@ def predict(
 ) -> PredictSummary:
     """Forecast the H steps after the last target of every series of `src` (a store, or a
     CSV / Parquet file laid out like the run's data) into `output` (.csv or .parquet), long:
-    `unique_id, ds, [target,] <model>, <model>-q-<level>...` in the data's units. A column
-    `target` names the channel when the data has several targets. `freq` is the input's
-    frequency (default: inferred); it must be the run's. `output` must lie in an existing
-    folder; `overwrite` replaces a file there, never a folder or an input."""
+    `unique_id, ds, [target,] <model>, <model>-lo-<level>..., <model>-median,
+    <model>-hi-<level>...` in the data's units (`tsforge.forecasts`). A column `target` names
+    the channel when the data has several targets.
+
+    A series with fewer rows than input_size up to its last target is left-padded and masked,
+    as `data.min_input_size` pads in training, down to `data.min_input_size` rows (1 when the
+    run set none). A series shorter than that, or without any target value, is refused (a
+    UserError naming them), or left out with `skip_short`. `freq` is the input's frequency
+    (default: inferred); it must be the run's. `output` must lie in an existing folder;
+    `overwrite` replaces a file there, never a folder or an input."""
     src, output = Path(src), Path(output)
     _check_output(output, overwrite, [src, run.store.path])
     levels = _levels(run.loss, quantiles)
+    names = _columns(run.model_name, levels)
     options = dict(format=format, id_col=id_col, time_col=time_col, on_gap=on_gap,
                    ignore_cols=tuple(ignore_cols), freq=freq, time_format=time_format)  # fmt: skip
 
@@ -454,30 +489,54 @@ def predict(
         tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.input-", dir=output.parent))
         try:
             store = _open_input(src, run.store, tmp, options)
-            return _forecast(run, store, src, output, levels)
+            return _forecast(run, store, src, output, levels, names, skip_short)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels) -> PredictSummary:
+def _min_rows(data: DictConfig) -> int:
+    """Fewest rows up to a series' last target value that predict forecasts: the run's
+    `data.min_input_size`, else 1 (any series with a value, padded to input_size)."""
+    return int(data.min_input_size) if data.min_input_size else 1
+
+
+def _unforecastable(src: Path, ids: np.ndarray, short: np.ndarray, empty: np.ndarray,
+                    m: int) -> str:  # fmt: skip
+    """The one line that refuses the series predict cannot forecast, and says the fix."""
+    bad = short | empty
+    n_bad, n = int(bad.sum()), len(ids)
+    why, fix = [], []
+    if short.any():
+        why.append(f"{int(short.sum()):,} have fewer than data.min_input_size={m} rows up to "
+                   "their last target value")  # fmt: skip
+        fix.append(f"give each series at least {m} rows up to its last target value")
+    if empty.any():
+        why.append(f"{int(empty.sum()):,} have no target value")
+        fix.append("leave out the series without values")
+    who = f"{n_bad:,} of the {n:,} series" if n_bad < n else f"all {n:,} series"
+    if n_bad < n:
+        fix.append(f"pass --skip-short to forecast the other {n - n_bad:,}")
+    return (f"{who} of --input {src} cannot be forecast: {' and '.join(why)} "
+            f"({_some([str(u) for u in ids[bad]])}): {', or '.join(fix)}")
+
+
+def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels, names,
+              skip_short: bool) -> PredictSummary:  # fmt: skip
     data, roles = run.cfg.data, store.roles
-    L, H = int(data.input_size), int(data.horizon)
-    spec = WindowSpec(input_size=L, horizon=H, min_input_size=data.min_input_size,
-                      multivariate=data.multivariate)  # fmt: skip
+    L, H, m = int(data.input_size), int(data.horizon), _min_rows(data)
+    # Forecasts pad down to m real input rows, as training pads with data.min_input_size.
+    spec = WindowSpec(input_size=L, horizon=H, min_input_size=m, multivariate=data.multivariate)
     ids = store.ids
     t_end = _target_ends(store)
     empty = t_end == 0
-    # lo = hi - H = the forecast start: one window per series (and channel) that has the
-    # input rows the model needs, none for a shorter series.
+    short = (t_end < m) & ~empty
+    if (short | empty).all() or ((short | empty).any() and not skip_short):
+        raise UserError(_unforecastable(src, ids, short, empty, m))
+    # lo = hi - H = the forecast start: one window per series (and channel) with >= m rows.
     index = WindowIndex(t_end, t_end + H, spec, len(roles.target))
-    short = (index.counts == 0) & ~empty
-    if not index.n_windows:
-        raise UserError(
-            f"no series of --input {src} has the {L - spec.pad} rows before its last target "
-            f"that the model's input needs (input_size={L}): give longer series"
-        )
+    wanted = index.counts > 0
     uses_futr = MODELS[run.model_name].supports_exog and bool(roles.futr_exog)
-    lacking = (index.counts > 0) & (store.lengths < t_end + H)
+    lacking = wanted & (store.lengths < t_end + H)
     if uses_futr and lacking.any():
         i = int(np.flatnonzero(lacking)[0])
         raise UserError(
@@ -489,13 +548,12 @@ def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels) ->
         )
     stats = None
     if data.scale_by == "series" and data.scaling != "none":
-        stats = _series_stats(run, store, ids)
-
-    # The loader's gather reads windows as training does; scaling="none" leaves the inputs
-    # raw, to be scaled here with statistics the loader would take from this store.
+        stats = _series_stats(run, store, wanted)
+    # The loader cuts, pads, masks and scales the windows as it does in training and
+    # evaluation; only the statistics of scale_by=series come from the training store.
     loader = WindowLoader(store, spec, split_spec={"kind": "none"}, mode="eval",
-                          global_batch_size=1, scaling="none", cache_mb=data.cache_mb)  # fmt: skip
-    names = [run.model_name] + [f"{run.model_name}-q-{q:g}" for q in levels]
+                          global_batch_size=1, scaling=data.scaling, scale_by=data.scale_by,
+                          series_stats=stats, cache_mb=data.cache_mb)  # fmt: skip
     many = len(roles.target) > 1
     freq = Freq.parse(store.freq, store.time_unit)
     seconds = output.suffix.lower() == ".csv" and bool(
@@ -508,7 +566,7 @@ def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels) ->
         for a in range(0, index.n_windows, batch_size):
             series, channel, t = index.locate(np.arange(a, min(a + batch_size, index.n_windows)))
             batch = loader.gather(series, channel, t)
-            point_BHC, q_BHCQ = _run_model(run, batch, levels, stats, dtype)
+            point_BHC, q_BHCQ = _run_model(run, batch, levels, dtype)
             writer.write(_rows(store, freq, series, channel, t, H, point_BHC, q_BHCQ, names,
                                many, spec.multivariate))
         writer.commit()
@@ -517,34 +575,24 @@ def _forecast(run: TrainedRun, store: Store, src: Path, output: Path, levels) ->
         raise
     return PredictSummary(
         output=str(output), rows=writer.rows, n_series=store.n_series,
-        n_forecast=int((index.counts > 0).sum()), horizon=H, columns=list(writer.schema.names),
+        n_forecast=int(wanted.sum()), n_padded=int((wanted & (t_end < L)).sum()),
+        input_size=L, min_rows=m, horizon=H, columns=list(writer.schema.names),
         skipped_short=[str(u) for u in ids[short]], skipped_empty=[str(u) for u in ids[empty]],
     )  # fmt: skip
 
 
 @torch.no_grad()
-def _run_model(run: TrainedRun, batch: dict, levels, stats, dtype):
-    """Scale a raw batch as in training, forecast, and return point [B, H, C] and quantiles
-    [B, H, C, Q] (or None) in the data's units, as numpy."""
-    y_BLC = batch["insample_y"].numpy()
-    mask_BLC = batch["insample_mask"].numpy()
-    if stats is None:
-        loc, scale = scaling_mod.window_stats(y_BLC, mask_BLC, run.cfg.data.scaling)
-    else:
-        series, channel = batch["series"].numpy(), batch["channel"].numpy()
-        at = series if run.cfg.data.multivariate else (series, np.maximum(channel, 0))
-        loc = stats[0][at].reshape(len(series), 1, -1)
-        scale = stats[1][at].reshape(len(series), 1, -1)
-    scaling_mod.apply(y_BLC, loc, scale, mask_BLC)
+def _run_model(run: TrainedRun, batch: dict, levels, dtype):
+    """Point [B, H, C] and quantile [B, H, C, Q] (or None) forecasts of a loader batch in the
+    data's units (un-scaled with the batch's loc / scale, as the evaluator does), as numpy."""
     device = run.env.device
     y_hat_BHCO = forecast(run.model, batch, device, dtype)
-    loc_t = torch.from_numpy(loc).to(device)
-    scale_t = torch.from_numpy(scale).to(device)
-    point = scaling_mod.inverse(run.loss.point(y_hat_BHCO), loc_t, scale_t).cpu().numpy()
+    loc, scale = batch["loc"].to(device), batch["scale"].to(device)
+    point = scaling_mod.inverse(run.loss.point(y_hat_BHCO), loc, scale).cpu().numpy()
     if not levels:
         return point, None
     q = run.loss.quantiles(y_hat_BHCO, levels)
-    q = scaling_mod.inverse(q, loc_t.unsqueeze(-1), scale_t.unsqueeze(-1))
+    q = scaling_mod.inverse(q, loc.unsqueeze(-1), scale.unsqueeze(-1))
     return point, q.cpu().numpy()
 
 
