@@ -42,42 +42,33 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ----------------------------------------------------------------------- official metrics
-def smape_by_series(forecast_NH: np.ndarray, truth_NH: np.ndarray) -> np.ndarray:
-    """M4's sMAPE of each series [N]: mean over the horizon of 200 |y - f| / (|y| + |f|)."""
-    denom = np.abs(truth_NH) + np.abs(forecast_NH)
-    terms = np.where(denom > 0, 200 * np.abs(truth_NH - forecast_NH) / np.maximum(denom, 1e-300), 0)
-    return terms.mean(axis=1)
-
-
-def mase_by_series(
-    forecast_NH: np.ndarray, truth_NH: np.ndarray, histories: list[np.ndarray], season: int
-) -> np.ndarray:
-    """M4's MASE of each series [N]: the forecast's MAE over the in-sample MAE of the seasonal
-    naive forecast (lag `season`) across the series' whole history."""
-    scale = np.array([np.mean(np.abs(h[season:] - h[:-season])) for h in histories])
-    return np.mean(np.abs(truth_NH - forecast_NH), axis=1) / scale
-
-
+# The definitions live in tsforge.metrics (`tsforge score` uses the same ones).
 def score(forecast_NH, truth_NH, histories, season=SEASON) -> dict[str, float]:
     """{'smape', 'mase'}: series means averaged over series, as M4 reports them."""
-    forecast_NH = np.asarray(forecast_NH, dtype=np.float64)
-    truth_NH = np.asarray(truth_NH, dtype=np.float64)
-    return {
-        "smape": float(smape_by_series(forecast_NH, truth_NH).mean()),
-        "mase": float(mase_by_series(forecast_NH, truth_NH, histories, season).mean()),
-    }
+    from tsforge.metrics import mase_scale, score_panel
+
+    scale_N = np.array([mase_scale(h, season) for h in histories])
+    overall, _ = score_panel(forecast_NH, truth_NH, scale_N)
+    return {"smape": overall["smape"], "mase": overall["mase"]}
+
+
+def _baseline(name: str, histories, horizon: int, season: int) -> np.ndarray:
+    from tsforge.metrics import baseline_forecasts
+
+    return np.stack([baseline_forecasts(h, horizon, season)[name] for h in histories])
 
 
 def seasonal_naive_forecasts(histories, horizon=HORIZON, season=SEASON) -> np.ndarray:
     """sNaive [N, H]: the last season of each history, repeated."""
-    steps = np.arange(horizon) % season
-    return np.stack([h[len(h) - season + steps] for h in histories])
+    return _baseline("seasonal_naive", histories, horizon, season)
 
 
 def naive2_forecasts(histories, horizon=HORIZON, season=SEASON) -> np.ndarray:
-    from tsforge.metrics import naive2
+    return _baseline("naive2", histories, horizon, season)
 
-    return np.stack([naive2(h, horizon, season) for h in histories])
+
+def naive1_forecasts(histories, horizon=HORIZON, season=SEASON) -> np.ndarray:
+    return _baseline("naive1", histories, horizon, season)
 
 
 # ------------------------------------------------------------------------------- the data
@@ -191,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
     args = p.parse_args(argv)
 
+    from tsforge import metrics
     from tsforge.data import registry
 
     data_dir = registry.data_dir()
@@ -212,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
 
     snaive = score(seasonal_naive_forecasts(histories), truth, histories)
     naive2 = score(naive2_forecasts(histories), truth, histories)
-    naive = score(np.stack([np.full(HORIZON, h[-1]) for h in histories]), truth, histories)
+    naive = score(naive1_forecasts(histories), truth, histories)
 
     def owa(s):
-        return 0.5 * (s["smape"] / naive2["smape"] + s["mase"] / naive2["mase"])
+        return metrics.owa(s["smape"], s["mase"], naive2["smape"], naive2["mase"])
 
     rows, forecasts = [], []
     for seed, run_dir, minutes in runs:
