@@ -326,7 +326,8 @@ def mase_scale(y: np.ndarray, season: int) -> float:
     """M4's MASE scale of one history: the in-sample MAE of the seasonal naive forecast,
     mean |y_t - y_{t-m}| over the whole history (non-finite values left out); m = 1 where
     the history is too short for m. NaN without a pair, 0 for a constant history."""
-    y_1L1 = torch.as_tensor(np.asarray(y, dtype=np.float64)).view(1, -1, 1)
+    # torch.tensor copies: y may be read-only memory (a pandas column)
+    y_1L1 = torch.tensor(np.asarray(y, dtype=np.float64)).view(1, -1, 1)
     if y_1L1.shape[1] < 2:
         return math.nan
     lag = _lag(y_1L1.shape[1], season)
@@ -336,7 +337,7 @@ def mase_scale(y: np.ndarray, season: int) -> float:
 def baseline_forecasts(y: np.ndarray, horizon: int, season: int) -> dict[str, np.ndarray]:
     """Naive1 (the last value), seasonal naive (the last season repeated; Naive1 where the
     history is shorter than a season) and M4's Naive2 forecasts [H] of one history."""
-    y = np.asarray(y, dtype=np.float64)
+    y = np.array(y, dtype=np.float64)  # a copy: torch needs writable memory
     y_1L1 = torch.from_numpy(y).view(1, -1, 1)
     lag = season if len(y) >= season else 1
     return {
