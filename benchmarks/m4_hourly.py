@@ -15,8 +15,9 @@ here from the same files and must match the official sheet (13.912 / 1.193, 18.3
 
 `--split val` forecasts the 48 steps before the test part from the training series cut there
 (M4's protocol moved back 48 steps): every tuning choice is made on it. The trainer's own
-MASE scales by the input window only, so forecasts come from `tsforge.train.inference.predict`
-on a store of the histories and are scored here. Writes benchmarks/results/m4_hourly.csv and
+MASE scales by the train rows only (not the validation part of the history), so forecasts come
+from `tsforge.train.inference.predict` on a store of the histories and are scored here with
+`tsforge.metrics`, as `tsforge score` scores them. Writes benchmarks/results/m4_hourly.csv and
 .json (or --out) and prints the table.
 """
 
