@@ -1,7 +1,7 @@
 """M4 Hourly: train a named experiment, forecast the 48 steps after each of the 414 training
 series, and score them as the M4 competition does, beside sNaive, Naive2 and the best entries.
 
-    TSFORGE_DATA_DIR=../shared/data python benchmarks/m4_hourly.py            # seed 0
+    TSFORGE_DATA_DIR=/path/to/data python benchmarks/m4_hourly.py            # seed 0
     python benchmarks/m4_hourly.py --seeds 0 1 2      # each seed, and their median ensemble
     python benchmarks/m4_hourly.py --run-dir runs/m4  # score a trained run, no training
     python benchmarks/m4_hourly.py --split val        # the 48 steps before the test: for tuning
@@ -15,8 +15,9 @@ here from the same files and must match the official sheet (13.912 / 1.193, 18.3
 
 `--split val` forecasts the 48 steps before the test part from the training series cut there
 (M4's protocol moved back 48 steps): every tuning choice is made on it. The trainer's own
-MASE scales by the input window only, so forecasts come from `tsforge.runs.inference.predict`
-on a store of the histories and are scored here. Writes benchmarks/results/m4_hourly.csv and
+MASE scales by the train rows only (not the validation part of the history), so forecasts come
+from `tsforge.runs.inference.predict` on a store of the histories and are scored here with
+`tsforge.metrics`, as `tsforge score` scores them. Writes benchmarks/results/m4_hourly.csv and
 .json (or --out) and prints the table.
 """
 
@@ -42,42 +43,33 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ----------------------------------------------------------------------- official metrics
-def smape_by_series(forecast_NH: np.ndarray, truth_NH: np.ndarray) -> np.ndarray:
-    """M4's sMAPE of each series [N]: mean over the horizon of 200 |y - f| / (|y| + |f|)."""
-    denom = np.abs(truth_NH) + np.abs(forecast_NH)
-    terms = np.where(denom > 0, 200 * np.abs(truth_NH - forecast_NH) / np.maximum(denom, 1e-300), 0)
-    return terms.mean(axis=1)
-
-
-def mase_by_series(
-    forecast_NH: np.ndarray, truth_NH: np.ndarray, histories: list[np.ndarray], season: int
-) -> np.ndarray:
-    """M4's MASE of each series [N]: the forecast's MAE over the in-sample MAE of the seasonal
-    naive forecast (lag `season`) across the series' whole history."""
-    scale = np.array([np.mean(np.abs(h[season:] - h[:-season])) for h in histories])
-    return np.mean(np.abs(truth_NH - forecast_NH), axis=1) / scale
-
-
+# The definitions live in tsforge.metrics (`tsforge score` uses the same ones).
 def score(forecast_NH, truth_NH, histories, season=SEASON) -> dict[str, float]:
     """{'smape', 'mase'}: series means averaged over series, as M4 reports them."""
-    forecast_NH = np.asarray(forecast_NH, dtype=np.float64)
-    truth_NH = np.asarray(truth_NH, dtype=np.float64)
-    return {
-        "smape": float(smape_by_series(forecast_NH, truth_NH).mean()),
-        "mase": float(mase_by_series(forecast_NH, truth_NH, histories, season).mean()),
-    }
+    from tsforge.metrics import mase_scale, score_panel
+
+    scale_N = np.array([mase_scale(h, season) for h in histories])
+    overall, _ = score_panel(forecast_NH, truth_NH, scale_N)
+    return {"smape": overall["smape"], "mase": overall["mase"]}
+
+
+def _baseline(name: str, histories, horizon: int, season: int) -> np.ndarray:
+    from tsforge.metrics import baseline_forecasts
+
+    return np.stack([baseline_forecasts(h, horizon, season)[name] for h in histories])
 
 
 def seasonal_naive_forecasts(histories, horizon=HORIZON, season=SEASON) -> np.ndarray:
     """sNaive [N, H]: the last season of each history, repeated."""
-    steps = np.arange(horizon) % season
-    return np.stack([h[len(h) - season + steps] for h in histories])
+    return _baseline("seasonal_naive", histories, horizon, season)
 
 
 def naive2_forecasts(histories, horizon=HORIZON, season=SEASON) -> np.ndarray:
-    from tsforge.metrics import naive2
+    return _baseline("naive2", histories, horizon, season)
 
-    return np.stack([naive2(h, horizon, season) for h in histories])
+
+def naive1_forecasts(histories, horizon=HORIZON, season=SEASON) -> np.ndarray:
+    return _baseline("naive1", histories, horizon, season)
 
 
 # ------------------------------------------------------------------------------- the data
@@ -191,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
     args = p.parse_args(argv)
 
+    from tsforge import metrics
     from tsforge.data import registry
 
     data_dir = registry.data_dir()
@@ -212,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
 
     snaive = score(seasonal_naive_forecasts(histories), truth, histories)
     naive2 = score(naive2_forecasts(histories), truth, histories)
-    naive = score(np.stack([np.full(HORIZON, h[-1]) for h in histories]), truth, histories)
+    naive = score(naive1_forecasts(histories), truth, histories)
 
     def owa(s):
-        return 0.5 * (s["smape"] / naive2["smape"] + s["mase"] / naive2["mase"])
+        return metrics.owa(s["smape"], s["mase"], naive2["smape"], naive2["mase"])
 
     rows, forecasts = [], []
     for seed, run_dir, minutes in runs:

@@ -21,6 +21,12 @@ Definitions (pads and missing values, mask 0, are excluded everywhere):
     coverage_a   share of points with q_{(1-a)/2} <= y <= q_{(1+a)/2}.
 With complete horizons (M4) the point averages equal M4's per-series-then-overall means.
 
+Scoring forecasts of whole series as M4 does (`tsforge score`, benchmarks/m4_hourly.py):
+
+    scale_N = np.array([mase_scale(y, season) for y in histories])   # lag 1 if too short
+    base = baseline_forecasts(histories[0], horizon, season)         # naive1, snaive, naive2
+    overall, per_step = score_panel(forecast_NH, truth_NH, scale_N)  # + quantiles, levels
+
 Naive2 follows the M4 benchmarks code (Benchmarks and Evaluation.R): a seasonality test at
 90% on the autocorrelation at lag m, R's classical multiplicative `decompose`, the naive
 forecast of the seasonally adjusted series, re-seasonalised.
@@ -40,9 +46,10 @@ from tsforge.errors import UserError
 from tsforge.losses import pinball
 
 __all__ = [
-    "MetricAccumulator", "coverage", "evaluate", "naive2", "naive2_batch", "owa",
-    "scaled_crps", "seasonal_indices", "seasonal_naive", "seasonal_naive_scale",
-    "seasonality_test", "smape_terms",
+    "BASELINES", "MetricAccumulator", "baseline_forecasts", "coverage", "evaluate",
+    "mase_scale", "naive2", "naive2_batch", "owa", "scaled_crps", "score_panel",
+    "seasonal_indices", "seasonal_naive", "seasonal_naive_scale", "seasonality_test",
+    "smape_terms",
 ]
 
 
@@ -304,3 +311,78 @@ def naive2_batch(
             if len(series):
                 out[b, :, c] = naive2(series, horizon, season)
     return torch.as_tensor(out, dtype=insample_BLC.dtype, device=insample_BLC.device)
+
+
+# ------------------------------------------------------------- M4 scoring of whole series
+BASELINES = ("naive1", "seasonal_naive", "naive2")
+
+
+def _lag(n: int, season: int) -> int:
+    """The season, or 1 where a history of n steps holds no pair a season apart."""
+    return season if n > season else 1
+
+
+def mase_scale(y: np.ndarray, season: int) -> float:
+    """M4's MASE scale of one history: the in-sample MAE of the seasonal naive forecast,
+    mean |y_t - y_{t-m}| over the whole history (non-finite values left out); m = 1 where
+    the history is too short for m. NaN without a pair, 0 for a constant history."""
+    # torch.tensor copies: y may be read-only memory (a pandas column)
+    y_1L1 = torch.tensor(np.asarray(y, dtype=np.float64)).view(1, -1, 1)
+    if y_1L1.shape[1] < 2:
+        return math.nan
+    lag = _lag(y_1L1.shape[1], season)
+    return float(seasonal_naive_scale(y_1L1, torch.isfinite(y_1L1).double(), lag))
+
+
+def baseline_forecasts(y: np.ndarray, horizon: int, season: int) -> dict[str, np.ndarray]:
+    """Naive1 (the last value), seasonal naive (the last season repeated; Naive1 where the
+    history is shorter than a season) and M4's Naive2 forecasts [H] of one history."""
+    y = np.array(y, dtype=np.float64)  # a copy: torch needs writable memory
+    y_1L1 = torch.from_numpy(y).view(1, -1, 1)
+    lag = season if len(y) >= season else 1
+    return {
+        "naive1": np.full(horizon, y[-1]),
+        "seasonal_naive": seasonal_naive(y_1L1, horizon, lag)[0, :, 0].numpy(),
+        "naive2": naive2(y, horizon, season),
+    }
+
+
+def score_panel(
+    forecast_NH: np.ndarray,
+    truth_NH: np.ndarray,
+    scale_N: np.ndarray,
+    quantiles_NHQ: np.ndarray | None = None,
+    levels: Sequence[float] = (),
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """M4's figures of N series forecast H steps each: (overall, per horizon step).
+
+    Keys `smape`, `mase` (series without a positive finite scale left out), `mae`, `mse`,
+    and with quantiles at `levels` (sorted) `crps` (the scaled CRPS) and `coverage_80` where
+    0.1 and 0.9 are among the levels. Every series has H points, so the point means are
+    M4's per-series means averaged over series.
+    """
+    def acc_for() -> MetricAccumulator:
+        cover = (0.8,) if {0.1, 0.9} <= {round(q, 10) for q in levels} else ()
+        return MetricAccumulator(quantiles=levels if quantiles_NHQ is not None else (),
+                                 coverage=cover if quantiles_NHQ is not None else ())
+
+    f = torch.as_tensor(np.asarray(forecast_NH, dtype=np.float64)).unsqueeze(-1)
+    y = torch.as_tensor(np.asarray(truth_NH, dtype=np.float64)).unsqueeze(-1)
+    scale_N1 = torch.as_tensor(np.asarray(scale_N, dtype=np.float64)).view(-1, 1)
+    q = None
+    if quantiles_NHQ is not None:
+        q = torch.as_tensor(np.asarray(quantiles_NHQ, dtype=np.float64)).unsqueeze(2)
+
+    def run(sl: slice) -> dict[str, float]:
+        acc = acc_for()
+        acc.update(f[:, sl], y[:, sl], mase_scale_BC=scale_N1,
+                   quantiles_BHCQ=None if q is None else q[:, sl])
+        out = acc.compute()
+        out.pop("rmse")
+        if "scaled_crps" in out:
+            out["crps"] = out.pop("scaled_crps")
+        return out
+
+    overall = run(slice(None))
+    steps = [run(slice(h, h + 1)) for h in range(f.shape[1])]
+    return overall, {k: [s[k] for s in steps] for k in overall}

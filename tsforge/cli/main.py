@@ -5,6 +5,7 @@
     tsforge data list | download NAME [--dir DIR]
     tsforge evaluate RUN_DIR [--split test|val] [--checkpoint best|latest] [--json]
     tsforge predict RUN_DIR --input SRC_OR_STORE --output OUT.parquet|OUT.csv
+    tsforge score FORECASTS --actuals FILE --history STORE_OR_FILE --season M [--json]
     tsforge runs list|compare DIR...
     tsforge jobs status|logs|cancel RUN_DIR
     tsforge --version
@@ -33,12 +34,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tsforge.cli import data, evaluate, jobs, predict, runs
+    from tsforge.cli import data, evaluate, jobs, predict, runs, score
 
     parser = _Parser(prog="tsforge", description="Train forecasting models at scale.")
     parser.add_argument("--version", action="version", version=f"tsforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in (data, evaluate, predict, runs, jobs):
+    for command in (data, evaluate, predict, score, runs, jobs):
         command.add_parser(sub)
     return parser
 

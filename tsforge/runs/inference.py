@@ -196,8 +196,9 @@ def evaluate_run(run: TrainedRun, split: str = "test") -> dict[str, Any]:
         "step": run.step,
         "windows": loaders[split].n_windows,
         "model_name": run.model_name,
-        "model": {k: v for k, v in metrics.items() if not k.startswith("naive/")},
+        "model": {k: v for k, v in metrics.items() if "/" not in k},
         "seasonal_naive": {k[6:]: v for k, v in metrics.items() if k.startswith("naive/")},
+        "naive1": {k[7:]: v for k, v in metrics.items() if k.startswith("naive1/")},
         "per_step": per_step.result(),
     }
 

@@ -201,15 +201,43 @@ def loop_settings(
 
 
 def evaluator(cfg: DictConfig, loaders_: dict, loss_fn, env: DistEnv) -> Evaluator:
+    st = next(iter(loaders_.values())).store
     return Evaluator(
         loaders={k: v for k, v in loaders_.items() if k != "train"},
         loss=loss_fn,
         env=env,
         season=cfg.data.season,
+        mase_scale_SC=mase_scales(cfg.data, st),
         plot_windows=cfg.trainer.plot_series,
         autocast_dtype=autocast_dtype(cfg.trainer.precision, env.device),
         unscale=_metrics_unscaled(cfg.data),
     )
+
+
+def mase_scales(data: DictConfig, st: Store, block_rows: int = 1 << 20) -> np.ndarray:
+    """MASE's scale [n_series, C] of each series' train rows and target channel: M4's
+    in-sample MAE of the seasonal naive forecast (`tsforge.metrics.mase_scale`: lag
+    data.season, lag 1 where the train part is too short), NaN where there is none. Read in
+    blocks of whole series of about `block_rows` rows."""
+    from tsforge.data import splits
+    from tsforge.metrics import mase_scale
+
+    _, train_hi = splits.resolve(_split_spec(data, st), st.lengths, "train")
+    cols = st.column_index(st.roles.target)
+    starts = st.indptr[:-1]
+    ends = starts + np.minimum(train_hi, np.diff(st.indptr))
+    out = np.full((st.n_series, len(cols)), np.nan)
+    first = 0
+    while first < st.n_series:
+        last = first + 1  # the block holds series [first, last)
+        while last < st.n_series and ends[last] - starts[first] <= block_rows:
+            last += 1
+        block = st.rows(int(starts[first]), int(ends[last - 1]))[:, cols]
+        for i in range(first, last):
+            rows = block[starts[i] - starts[first] : ends[i] - starts[first]]
+            out[i] = [mase_scale(rows[:, c], int(data.season)) for c in range(len(cols))]
+        first = last
+    return out
 
 
 def _metrics_unscaled(data: DictConfig) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -36,6 +37,7 @@ class Evaluator:
         plot_windows: int = 4,
         autocast_dtype: torch.dtype | None = None,
         unscale: bool = True,
+        mase_scale_SC: np.ndarray | None = None,
     ):
         self.loaders = loaders
         self.loss = loss
@@ -45,6 +47,23 @@ class Evaluator:
         self.autocast_dtype = autocast_dtype
         self.unscale = unscale
         self.levels = tuple(getattr(loss, "levels", ()) or ())
+        # MASE's scale per series and target channel (S series, C targets) from the train
+        # rows, in the data's units: windows shorter than a season have no scale of their own.
+        self.mase_scale_SC = None if mase_scale_SC is None else torch.as_tensor(
+            mase_scale_SC, dtype=torch.float64, device=env.device)
+
+    def _mase_scale(self, batch: dict, x_BLC: torch.Tensor) -> torch.Tensor:
+        """[B, C] the series' in-sample scale (in the metrics' units), else the window's."""
+        window_BC = seasonal_naive_scale(x_BLC, batch["insample_mask"], self.season)
+        if self.mase_scale_SC is None:
+            return window_BC
+        s_BC = self.mase_scale_SC[batch["series"].long()]
+        if s_BC.shape[1] != x_BLC.shape[-1]:  # one channel a window: that window's
+            s_BC = s_BC.gather(1, batch["channel"].long().clamp_min(0).unsqueeze(1))
+        if not self.unscale:  # metrics on train-standardized values: the scale follows
+            s_BC = s_BC / batch["scale"][:, 0, :].double()
+        ok = torch.isfinite(s_BC) & (s_BC > 0)
+        return torch.where(ok, s_BC, window_BC.double())
 
     def _accumulator(self, probabilistic: bool) -> MetricAccumulator:
         levels = self.levels if probabilistic else ()
@@ -54,7 +73,8 @@ class Evaluator:
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, split: str, *, step: int = 0, logger=None,
                  with_baseline: bool = False, observe=None) -> dict[str, float]:
-        """Metrics of `model` on `split` (`loss` included); with_baseline adds `naive/<m>`.
+        """Metrics of `model` on `split` (`loss` included); with_baseline adds the seasonal
+        naive's `naive/<m>` and Naive1's (the last input value) `naive1/<m>`.
 
         `observe(point_BHC, y_BHC, mask_BHC, naive_BHC)`, if given, sees every batch in the
         metrics' units (naive_BHC is None without the baseline), for breakdowns beyond these
@@ -64,6 +84,7 @@ class Evaluator:
         probabilistic = bool(self.levels)
         acc = self._accumulator(probabilistic)
         base = MetricAccumulator(device=self.env.device)
+        naive1 = MetricAccumulator(device=self.env.device)
         loss_sum = torch.zeros(2, dtype=torch.float64, device=self.env.device)
         plotted = False
         for batch in self.loaders[split]:
@@ -81,7 +102,7 @@ class Evaluator:
             y_BHC = inverse(batch["outsample_y"], loc, scale)
             x_BLC = inverse(batch["insample_y"], loc, scale)
             point_BHC = inverse(self.loss.point(y_hat_BHCO), loc, scale)
-            mase_scale = seasonal_naive_scale(x_BLC, batch["insample_mask"], self.season)
+            mase_scale = self._mase_scale(batch, x_BLC)
             quantiles = None
             if probabilistic:
                 q_BHCQ = self.loss.quantiles(y_hat_BHCO, acc.quantile_levels)
@@ -92,21 +113,25 @@ class Evaluator:
             if with_baseline:
                 naive = seasonal_naive(x_BLC, y_BHC.shape[1], min(self.season, x_BLC.shape[1]))
                 base.update(naive, y_BHC, mask_BHC, mase_scale_BC=mase_scale)
+                last = seasonal_naive(x_BLC, y_BHC.shape[1], 1)
+                naive1.update(last, y_BHC, mask_BHC, mase_scale_BC=mase_scale)
             if observe is not None:
                 observe(point_BHC, y_BHC, mask_BHC, naive)
             if logger is not None and not plotted and self.plot_windows:
                 self._plot(logger, step, split, x_BLC, y_BHC, point_BHC, quantiles, batch)
                 plotted = True
-        sums = torch.cat([acc.state(), base.state(), loss_sum])
+        sums = torch.cat([acc.state(), base.state(), naive1.state(), loss_sum])
         if self.env.distributed:
             dist.all_reduce(sums)
         n_acc, n_base = len(acc.state()), len(base.state())
         acc.load_state(sums[:n_acc])
         base.load_state(sums[n_acc : n_acc + n_base])
+        naive1.load_state(sums[n_acc + n_base : n_acc + 2 * n_base])
         out = acc.compute()
         out["loss"] = float(sums[-2] / sums[-1]) if sums[-1] > 0 else float("nan")
         if with_baseline:
             out.update({f"naive/{k}": v for k, v in base.compute().items()})
+            out.update({f"naive1/{k}": v for k, v in naive1.compute().items()})
         return out
 
     def _plot(self, logger, step, split, x_BLC, y_BHC, point_BHC, q_BHCQ, batch) -> None:

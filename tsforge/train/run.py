@@ -175,22 +175,25 @@ def _final_metrics(trainer, evaluator, model, checkpoints, store, env) -> dict:
         load_weights(model, load_checkpoint(best, fingerprint=store.fingerprint), best)
     test = evaluator.evaluate(model, "test", with_baseline=True) if "test" in evaluator.loaders \
         else {}
-    naive = {k[len("naive/"):]: v for k, v in test.items() if k.startswith("naive/")}
+    baselines = {"seasonal_naive": "naive/", "naive1": "naive1/"}
     best_val = trainer.best if math.isfinite(trainer.best) else None  # JSON has no Infinity
     return {
         "steps": trainer.step,
         "best_val": {trainer.s.early_stop_metric: best_val},
-        "test": {k: v for k, v in test.items() if not k.startswith("naive/")},
-        "baseline": {"seasonal_naive": naive},
+        "test": {k: v for k, v in test.items() if "/" not in k},
+        "baseline": {name: {k[len(p):]: v for k, v in test.items() if k.startswith(p)}
+                     for name, p in baselines.items()},
         "train_windows_per_s": trainer.windows_per_s(),
         "world_size": env.world_size,
     }
 
 
 def _summary(run_dir: Path, final: dict) -> None:
-    test, naive = final["test"], final["baseline"]["seasonal_naive"]
+    test, base = final["test"], final["baseline"]
     if test:
+        naive, last = base["seasonal_naive"], base["naive1"]
         print(f"test  mae {test['mae']:.4f}  mse {test['mse']:.4f}   "
-              f"(seasonal naive: mae {naive['mae']:.4f}  mse {naive['mse']:.4f})")
+              f"(seasonal naive: mae {naive['mae']:.4f}  mse {naive['mse']:.4f};  "
+              f"naive1: mae {last['mae']:.4f}  mse {last['mse']:.4f})")
     print(f"run directory: {run_dir}\nmetrics: {run_dir / 'metrics.json'}\n"
           f"dashboard: tensorboard --logdir {run_dir / 'tb'}")
