@@ -57,8 +57,8 @@ def files(tmp_path):
     """(forecasts.csv, actuals.csv, history.csv) of the hand-worked case; the forecasts
     carry 80% intervals (forecast -/+ 1) as tsforge predict names them."""
     f = long(FORECAST, AT_4, "mine")
-    f["mine-q-0.1"] = f["mine"] - 1
-    f["mine-q-0.9"] = f["mine"] + 1
+    f["mine-lo-80"] = f["mine"] - 1
+    f["mine-hi-80"] = f["mine"] + 1
     paths = tmp_path / "forecasts.csv", tmp_path / "actuals.csv", tmp_path / "history.csv"
     f.to_csv(paths[0], index=False)
     long(ACTUALS, AT_4).to_csv(paths[1], index=False)
@@ -106,12 +106,12 @@ def test_scores_by_hand(files):
     assert "crps" not in n1 and got["levels"] == [0.1, 0.9]
 
 
-def test_table_and_nixtla_quantile_names(files, tmp_path):
+def test_table_and_a_file_of_two_models(files, tmp_path):
     forecasts, actuals, history = files
     ours = score_json(*files, "--season", "2")
-    nixtla = pd.read_csv(forecasts).rename(
-        columns={"mine-q-0.1": "mine-lo-80", "mine-q-0.9": "mine-hi-80"})
-    nixtla["other"] = 0.0  # a second model: --model picks one
+    nixtla = pd.read_csv(forecasts)
+    nixtla["other"] = 0.0  # a second model, with quantiles of its own: --model picks one
+    nixtla["other-lo-50"] = nixtla["other-hi-50"] = 0.0
     path = tmp_path / "nixtla.parquet"
     nixtla.to_parquet(path, index=False)
     theirs = score_json(path, actuals, history, "--season", "2", "--model", "mine")

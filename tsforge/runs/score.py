@@ -7,9 +7,9 @@
     from tsforge.runs.score import score, format_report
     report = score("forecasts.parquet", actuals="test.csv", history="train.csv", season=24)
 
-FORECASTS is what `tsforge predict` writes (long: `unique_id, ds, <model>` and quantile
-columns `<model>-q-<level>`) or the same in Nixtla's convention (`<model>-lo-80`,
-`<model>-hi-80`, `<model>-median`). A file with several models needs `--model NAME`. A run
+FORECASTS is what `tsforge predict` writes, or any file in Nixtla's convention (long:
+`unique_id, ds, <model>` and quantile columns `<model>-lo-80`, `<model>-median`,
+`<model>-hi-80`; tsforge.forecasts). A file with several models needs `--model NAME`. A run
 directory instead: its best (else latest) checkpoint forecasts the H steps after each series
 of --history, exactly as `tsforge predict RUN_DIR --input HISTORY` would, and those are
 scored; --season then defaults to the run's `data.season`.
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,11 +38,10 @@ import numpy as np
 import pandas as pd
 
 from tsforge.errors import UserError
+from tsforge.forecasts import quantile_of
 from tsforge.metrics import BASELINES, baseline_forecasts, mase_scale, owa, score_panel
 
 ID, DS, Y = "unique_id", "ds", "y"
-_QUANTILE = re.compile(r"^(?P<model>.+)-(?:q-(?P<q>[0-9.]+)|(?P<side>lo|hi)-(?P<p>[0-9.]+)|"
-                       r"(?P<median>median))$")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------- input
@@ -113,24 +111,9 @@ def _columns(path: Path, columns: list[str], model: str | None):
             f"{path} has a 'target' column (forecasts of several targets): score one target "
             "at a time: keep the rows of one target and drop the column"
         )
-    points, quantiles = [], {}
-    for c in columns:
-        if c in (ID, DS):
-            continue
-        m = _QUANTILE.match(c)
-        if m is None:
-            points.append(c)
-            continue
-        if m["q"] is not None:
-            level = float(m["q"])
-        elif m["median"]:
-            level = 0.5
-        else:
-            p = float(m["p"]) / 100
-            level = (1 - p) / 2 if m["side"] == "lo" else (1 + p) / 2
-        if not 0 < level < 1:
-            raise UserError(f"{path}: column {c!r} names a quantile outside (0, 1)")
-        quantiles.setdefault(m["model"], {})[round(level, 10)] = c
+    values = [c for c in columns if c not in (ID, DS)]
+    # A quantile column is named after its model's point column (tsforge.forecasts).
+    points = [c for c in values if not any(quantile_of(p, c) is not None for p in values)]
     if model is None:
         if len(points) != 1:
             raise UserError(
@@ -143,7 +126,12 @@ def _columns(path: Path, columns: list[str], model: str | None):
     elif model not in points:
         raise UserError(f"{path} has no forecast column {model!r}: --model is one of "
                         f"{', '.join(points) or '(none)'}")  # fmt: skip
-    return model, dict(sorted(quantiles.get(model, {}).items()))
+    quantiles = {quantile_of(model, c): c for c in values if quantile_of(model, c) is not None}
+    for q, c in quantiles.items():
+        if not 0 < q < 1:
+            raise UserError(f"{path}: column {c!r} names an interval of 100% or more: name levels "
+                            f"between 0 and 100, such as {model}-lo-80 and {model}-hi-80")
+    return model, dict(sorted(quantiles.items()))
 
 
 def read_forecasts(path: str | os.PathLike, model: str | None = None) -> _Forecasts:
