@@ -16,7 +16,7 @@ here from the same files and must match the official sheet (13.912 / 1.193, 18.3
 `--split val` forecasts the 48 steps before the test part from the training series cut there
 (M4's protocol moved back 48 steps): every tuning choice is made on it. The trainer's own
 MASE scales by the train rows only (not the validation part of the history), so forecasts come
-from `tsforge.runs.inference.predict` on a store of the histories and are scored here with
+from `tsforge.runs.predict` on a store of the histories and are scored here with
 `tsforge.metrics`, as `tsforge score` scores them. Writes benchmarks/results/m4_hourly.csv and
 .json (or --out) and prints the table.
 """
@@ -103,7 +103,8 @@ def forecast_run(run_dir: Path, ids, histories, threads: int) -> np.ndarray:
     import pandas as pd
     import torch
 
-    from tsforge.runs.inference import load_run, predict
+    from tsforge.runs.load import load_run
+    from tsforge.runs.predict import predict
 
     run = load_run(run_dir, "best")
     torch.set_num_threads(threads)

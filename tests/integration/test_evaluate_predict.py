@@ -29,7 +29,9 @@ import torch
 
 from tsforge.cli.main import main
 from tsforge.data.store import Store
-from tsforge.runs.inference import evaluate_run, load_run, predict
+from tsforge.runs.evaluate import evaluate_run
+from tsforge.runs.load import load_run
+from tsforge.runs.predict import predict
 from tsforge.train import builders
 
 pytestmark = pytest.mark.integration

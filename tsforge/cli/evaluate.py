@@ -6,7 +6,7 @@
 
 Every window of the split is evaluated; the overall numbers of the test split are the `test`
 block of the run's metrics.json. The per-step table gives MAE and MSE at each horizon step
-h = 1..H for the model and the baseline. See `tsforge.runs.inference`.
+h = 1..H for the model and the baseline. See `tsforge.runs.evaluate`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from tsforge.runs.inference import evaluate_run, load_run
+    from tsforge.runs.evaluate import evaluate_run
+    from tsforge.runs.load import load_run
 
     report = evaluate_run(load_run(args.run_dir, args.checkpoint), args.split)
     if args.json:

@@ -23,7 +23,7 @@ The output is long, in Nixtla's column names (`tsforge.forecasts`): `unique_id, 
 `<model>-hi-<level>` (quantile 0.1 is `-lo-80`, 0.9 `-hi-80`). It is written to a temporary
 file in --output's folder (which must exist) and renamed, so a failure leaves no output;
 `--overwrite` replaces a file, never a folder, a link or the input. See
-`tsforge.runs.inference`.
+`tsforge.runs.predict`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def _predict(args) -> int:
     # again, with the training store among the inputs.
     check_file_target(Path(args.output), flag="--output", suffixes=FORECAST_SUFFIXES,
                       overwrite=args.overwrite, inputs=[args.input])  # fmt: skip
-    from tsforge.runs.inference import load_run, predict
+    from tsforge.runs.load import load_run
+    from tsforge.runs.predict import predict
 
     # A polite kill (a scheduler's time limit, `kill PID`) cleans up like Ctrl-C does: the
     # temporary store and the half-written output are removed on the way out.

@@ -1,6 +1,6 @@
-"""What is done with a run directory after training: load its model, evaluate it, forecast
-with it (`inference`), score forecasts as the competitions do (`score`), and list and
-compare runs (`table`).
+"""What is done with a run directory after training: load its model (`load`), evaluate it
+(`evaluate`), forecast with it (`predict`), score forecasts as the competitions do (`score`),
+and list and compare runs (`table`).
 
     tsforge evaluate RUN_DIR            tsforge predict RUN_DIR --input SRC --output OUT
     tsforge score FORECASTS --actuals FILE --history STORE_OR_FILE --season M

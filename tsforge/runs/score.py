@@ -338,7 +338,8 @@ def _report(fc: _Forecasts, ids, truth_NH, histories, season: int) -> dict:
 
 def _score_run(run_dir: Path, actuals, history, season, checkpoint) -> dict:
     """A run's forecasts of the steps after each series of `history`, scored."""
-    from tsforge.runs.inference import load_run, predict
+    from tsforge.runs.load import load_run
+    from tsforge.runs.predict import predict
 
     run = load_run(run_dir, checkpoint)
     season = int(run.cfg.data.season) if season is None else season

@@ -1,18 +1,8 @@
-"""A trained run, rebuilt from its directory: evaluate it on a split, or forecast past the end
-of new series.
+"""Forecasts past the end of new series with a trained run: `tsforge predict`.
 
-    from tsforge.runs.inference import evaluate_run, load_run, predict
-    run = load_run("runs/mine", checkpoint="best")     # best.pt, else latest.pt
-    report = evaluate_run(run, split="test")           # overall and per-horizon-step metrics
-    summary = predict(run, "new.csv", "forecasts.parquet")
-
-(`tsforge evaluate RUN_DIR` and `tsforge predict RUN_DIR --input SRC --output OUT` on the
-command line.)
-
-The run is rebuilt from `RUN_DIR/config.yaml` with the same builders that trained it
-(`tsforge.train.builders`), so the store, the loss, the model and the evaluation loaders are
-those of the run, and `evaluate_run` on the test split gives the `test` block of the run's
-`metrics.json` again.
+    from tsforge.runs.load import load_run
+    from tsforge.runs.predict import predict
+    summary = predict(load_run("runs/mine"), "new.csv", "forecasts.parquet")
 
 `predict` forecasts the H steps after each series' last target value. Its inputs are cut,
 padded, masked and scaled by the window loader, as training and evaluation batches are: per
@@ -20,9 +10,9 @@ window from the input rows, or, with `scale_by=series`, with the statistics the 
 give the training store's series of the same id (`loader.train_series_stats`, handed to the
 loader as `series_stats`). A series shorter than input_size is left-padded down to the run's
 `data.min_input_size` rows (1 when it set none); a shorter or empty one is refused, or left
-out when asked (`skip_short`). A model that reads
-future-known covariates needs them over the horizon: the input must hold H rows after each
-series' last target (covariates filled, target empty).
+out when asked (`skip_short`). A model that reads future-known covariates needs them over the
+horizon: the input must hold H rows after each series' last target (covariates filled,
+target empty). Output columns: `tsforge.forecasts`.
 
 Shape legend:  B windows   L input_size   H horizon   C target channels of a window
                Q quantile levels
@@ -36,13 +26,11 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from tsforge.config.checks import check_saved
 from tsforge.data import scaling as scaling_mod
 from tsforge.data.freq import Freq
 from tsforge.data.loader import WindowLoader, WindowSpec, train_series_stats
@@ -58,149 +46,13 @@ from tsforge.data.windows import WindowIndex
 from tsforge.errors import UserError
 from tsforge.forecasts import quantile_column
 from tsforge.models import MODELS
-from tsforge.train import CHECKPOINTS, builders
-from tsforge.train.checkpoint import load_checkpoint, load_weights
-from tsforge.train.distributed import DistEnv
+from tsforge.runs.load import TrainedRun
+from tsforge.train import builders
 from tsforge.train.precision import autocast_dtype, forecast
-from tsforge.train.rundir import read_config
 
 OUTPUT_SUFFIXES = FORECAST_SUFFIXES
 # Levels reported for distribution losses (normal, studentt), which have no trained levels.
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
-
-
-# ------------------------------------------------------------------------------ the run
-@dataclasses.dataclass
-class TrainedRun:
-    """A run's config, data, loss and model with a checkpoint's weights, ready to use."""
-
-    run_dir: Path
-    cfg: DictConfig
-    store: Store
-    loss: torch.nn.Module
-    model: torch.nn.Module
-    env: DistEnv
-    checkpoint: str  # "best" | "latest": the file the weights came from
-    step: int
-
-    @property
-    def model_name(self) -> str:
-        return str(self.cfg.model.name)
-
-
-def _train_hint(run_dir: Path) -> str:
-    return f"train it first with python -m tsforge.launch hydra.run.dir={run_dir}"
-
-
-def checkpoint_path(run_dir: Path, which: str = "best") -> tuple[Path, str]:
-    """(path, name) of the run's `best.pt` (else `latest.pt`), or of `latest.pt`."""
-    if which not in CHECKPOINTS:
-        raise UserError(f"--checkpoint {which!r} is not one of {', '.join(CHECKPOINTS)}")
-    folder = run_dir / "checkpoints"
-    for name in (which, "latest"):
-        path = folder / f"{name}.pt"
-        if path.exists():
-            return path, name
-    raise UserError(f"run {run_dir} has no checkpoint: {_train_hint(run_dir)}")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"the run was trained with trainer.device={name} but no GPU is visible")
-    return torch.device(name)
-
-
-def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun:
-    """Rebuild the run in `run_dir` with the weights of its `checkpoint` ("best" | "latest")."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist: {_train_hint(run_dir)}")
-    config = run_dir / "config.yaml"
-    if not config.exists():
-        raise UserError(
-            f"{run_dir} has no config.yaml, so it is not a tsforge run directory: "
-            f"{_train_hint(run_dir)}"
-        )
-    path, name = checkpoint_path(run_dir, checkpoint)
-    cfg = read_config(config)
-    check_saved(cfg, config)
-    threads = cfg.trainer.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    # One process, whatever launched this one: no process group is joined.
-    env = DistEnv(rank=0, local_rank=0, world_size=1, device=_device(cfg.trainer.device),
-                  backend=None)
-    store = builders.store(cfg.data)
-    loss = builders.loss(cfg.loss).to(env.device)  # its buffers (quantile levels) too
-    model = builders.model(cfg.model, cfg.data, store, loss)
-    ckpt = load_checkpoint(path, fingerprint=store.fingerprint, model_name=cfg.model.name)
-    load_weights(model, ckpt, path)
-    model.to(env.device).eval()
-    return TrainedRun(run_dir, cfg, store, loss, model, env, name, int(ckpt["step"]))
-
-
-# ---------------------------------------------------------------------------- evaluation
-class _PerStep:
-    """Sums of |e|, e^2 and counts per horizon step of the model and the baseline (float64),
-    fed by `Evaluator.evaluate(observe=...)` one batch at a time."""
-
-    def __init__(self, horizon: int, device: torch.device):
-        self.sums = torch.zeros(2, 3, horizon, dtype=torch.float64, device=device)
-
-    def __call__(self, point_BHC, y_BHC, mask_BHC, naive_BHC) -> None:
-        observed = mask_BHC > 0
-        count_H = observed.sum(dim=(0, 2)).double()
-        for k, f_BHC in enumerate((point_BHC, naive_BHC)):
-            if f_BHC is None:
-                continue
-            err = torch.where(observed, f_BHC.double() - y_BHC.double(), 0.0)
-            self.sums[k, 0] += err.abs().sum(dim=(0, 2))
-            self.sums[k, 1] += err.square().sum(dim=(0, 2))
-            self.sums[k, 2] += count_H
-
-    def result(self) -> dict[str, dict[str, list[float | None]]]:
-        out = {}
-        for k, name in enumerate(("model", "seasonal_naive")):
-            abs_H, sq_H, n_H = self.sums[k].cpu().numpy()
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[name] = {"mae": _floats(abs_H / n_H), "mse": _floats(sq_H / n_H)}
-        return out
-
-
-def _floats(x: np.ndarray) -> list[float | None]:
-    """JSON-safe: NaN (a step with no observed point) becomes None."""
-    return [float(v) if np.isfinite(v) else None for v in x]
-
-
-def evaluate_run(run: TrainedRun, split: str = "test") -> dict[str, Any]:
-    """Metrics of the run's model and of the seasonal-naive baseline on every window of
-    `split`, overall and per horizon step (`mae`, `mse` lists of H values)."""
-    if split not in ("val", "test"):
-        raise UserError(f"--split {split!r}: use test or val")
-    cfg = run.cfg
-    loaders = builders.loaders(cfg.data, cfg.trainer.seed, run.store, run.env)
-    if split not in loaders:
-        raise UserError(
-            f"the {split} split of {cfg.data.name} has no window of input_size="
-            f"{cfg.data.input_size} + horizon={cfg.data.horizon}: evaluate another split "
-            "(--split val|test)"
-        )
-    evaluator = builders.evaluator(cfg, loaders, run.loss, run.env)
-    per_step = _PerStep(cfg.data.horizon, run.env.device)
-    metrics = evaluator.evaluate(run.model, split, with_baseline=True, observe=per_step)
-    return {
-        "run_dir": str(run.run_dir),
-        "split": split,
-        "checkpoint": run.checkpoint,
-        "step": run.step,
-        "windows": loaders[split].n_windows,
-        "model_name": run.model_name,
-        "model": {k: v for k, v in metrics.items() if "/" not in k},
-        "seasonal_naive": {k[6:]: v for k, v in metrics.items() if k.startswith("naive/")},
-        "naive1": {k[7:]: v for k, v in metrics.items() if k.startswith("naive1/")},
-        "per_step": per_step.result(),
-    }
 
 
 # ---------------------------------------------------------------------------- prediction

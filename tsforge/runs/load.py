@@ -1,0 +1,101 @@
+"""A trained run, rebuilt from its directory for evaluation and prediction.
+
+    from tsforge.runs.load import load_run
+    run = load_run("runs/mine", checkpoint="best")     # best.pt, else latest.pt
+    run.model, run.cfg, run.store                      # in eval mode, on the run's device
+
+The run is rebuilt from `RUN_DIR/config.yaml` with the same builders that trained it
+(`tsforge.train.builders`), so the store, the loss, the model and the evaluation loaders are
+those of the run; the saved config is checked first (`config.checks.check_saved`) and the
+weights are read with torch's safe loader (`train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from tsforge.config.checks import check_saved
+from tsforge.data.store import Store
+from tsforge.errors import UserError
+from tsforge.train import CHECKPOINTS, builders
+from tsforge.train.checkpoint import load_checkpoint, load_weights
+from tsforge.train.distributed import DistEnv
+from tsforge.train.rundir import read_config
+
+
+# ------------------------------------------------------------------------------ the run
+@dataclasses.dataclass
+class TrainedRun:
+    """A run's config, data, loss and model with a checkpoint's weights, ready to use."""
+
+    run_dir: Path
+    cfg: DictConfig
+    store: Store
+    loss: torch.nn.Module
+    model: torch.nn.Module
+    env: DistEnv
+    checkpoint: str  # "best" | "latest": the file the weights came from
+    step: int
+
+    @property
+    def model_name(self) -> str:
+        return str(self.cfg.model.name)
+
+
+def _train_hint(run_dir: Path) -> str:
+    return f"train it first with python -m tsforge.launch hydra.run.dir={run_dir}"
+
+
+def checkpoint_path(run_dir: Path, which: str = "best") -> tuple[Path, str]:
+    """(path, name) of the run's `best.pt` (else `latest.pt`), or of `latest.pt`."""
+    if which not in CHECKPOINTS:
+        raise UserError(f"--checkpoint {which!r} is not one of {', '.join(CHECKPOINTS)}")
+    folder = run_dir / "checkpoints"
+    for name in (which, "latest"):
+        path = folder / f"{name}.pt"
+        if path.exists():
+            return path, name
+    raise UserError(f"run {run_dir} has no checkpoint: {_train_hint(run_dir)}")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"the run was trained with trainer.device={name} but no GPU is visible")
+    return torch.device(name)
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun:
+    """Rebuild the run in `run_dir` with the weights of its `checkpoint` ("best" | "latest")."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist: {_train_hint(run_dir)}")
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        raise UserError(
+            f"{run_dir} has no config.yaml, so it is not a tsforge run directory: "
+            f"{_train_hint(run_dir)}"
+        )
+    path, name = checkpoint_path(run_dir, checkpoint)
+    cfg = read_config(config)
+    check_saved(cfg, config)
+    threads = cfg.trainer.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    # One process, whatever launched this one: no process group is joined.
+    env = DistEnv(rank=0, local_rank=0, world_size=1, device=_device(cfg.trainer.device),
+                  backend=None)
+    store = builders.store(cfg.data)
+    loss = builders.loss(cfg.loss).to(env.device)  # its buffers (quantile levels) too
+    model = builders.model(cfg.model, cfg.data, store, loss)
+    ckpt = load_checkpoint(path, fingerprint=store.fingerprint, model_name=cfg.model.name)
+    load_weights(model, ckpt, path)
+    model.to(env.device).eval()
+    return TrainedRun(run_dir, cfg, store, loss, model, env, name, int(ckpt["step"]))
+
+
