@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from tsforge.data import scaling
-from tsforge.data.loader import WindowLoader, WindowSpec, _layout, train_series_stats
+from tsforge.data.loader import WindowLoader, WindowSpec, train_series_stats
 from tsforge.data.splits import resolve
 from tsforge.data.store import ColumnRoles, StoreWriter
+from tsforge.data.transport import layout_of
 from tsforge.errors import UserError
 
 SPLIT = {"kind": "ratio", "train": 0.7, "test": 0.15}
@@ -220,14 +221,14 @@ def test_packed_batches_fit_the_worker_slabs(store, multivariate):
     spec = WindowSpec(12, 6, multivariate=multivariate)
     loader = WindowLoader(store, spec, global_batch_size=30, rank=1, world_size=3)
     packed = loader._batches.batch_nbytes()
-    assert _layout(loader._batches.build(0, 0))[1] == packed  # so workers use the slabs
+    assert layout_of(loader._batches.build(0, 0))[1] == packed  # so workers use the slabs
 
 
 def test_batches_too_big_for_a_slab_still_arrive(store, monkeypatch):
     spec = WindowSpec(12, 6)
     kw = dict(global_batch_size=16, seed=9, mode="sampled", num_steps=3)
     reference = take(WindowLoader(store, spec, **kw), 3)
-    monkeypatch.setattr("tsforge.data.loader._Batches.batch_nbytes", lambda self: 8)
+    monkeypatch.setattr("tsforge.data.batches.WindowBatches.batch_nbytes", lambda self: 8)
     for got, want in zip(take(WindowLoader(store, spec, num_workers=1, **kw), 3), reference):
         assert_same(got, want)
 

@@ -64,7 +64,8 @@ read per window. In epoch mode a shuffle block is exactly the windows that start
 chunk, so a group's many batches share `shuffle_group_blocks` slots: `cache_mb` should hold
 at least that many chunks (otherwise batches are split by chunk, correct but slower).
 Workers hand whole batches to the main process through a ring of shared-memory slabs made
-once (see "worker transport" below), not a fresh shared segment per tensor.
+once (`tsforge.data.transport`), not a fresh shared segment per tensor. The arena is
+`tsforge.data.arena`, the batch assembly `tsforge.data.batches`.
 Windows of series shorter than L (`min_input_size`) read from the series' first row and
 are shifted right; their leading pads are masked. Memory: the arena, one group's
 permutation and O(n_series), never O(n_windows).
@@ -74,19 +75,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import as_strided
 
 from tsforge.data import scaling as scaling_mod
 from tsforge.data import splits as splits_mod
-from tsforge.data.order import EpochOrder, EvalOrder, SampledOrder, rank_positions
+from tsforge.data.batches import WindowBatches
+from tsforge.data.order import EpochOrder, EvalOrder, SampledOrder
 from tsforge.data.store import Store
+from tsforge.data.transport import PREFETCH, BatchNumbers, as_is, unpack
 from tsforge.data.windows import WindowIndex, WindowSpec
 from tsforge.errors import UserError
 
@@ -94,300 +95,6 @@ __all__ = ["WindowLoader", "WindowSpec", "train_series_stats"]
 
 MODES = ("epoch", "sampled", "eval")
 STATE_KEYS = ("epoch", "batches_consumed", "seed", "fingerprint", "settings_hash")
-
-
-class _ChunkArena:
-    """Decoded chunks with their W-1 row margin, in fixed slots of one array, LRU-evicted."""
-
-    def __init__(self, values, n_rows: int, chunk_rows: int, window_rows: int, cache_bytes: int):
-        self.values = values
-        self.n_rows, self.R, self.C = n_rows, chunk_rows, values.shape[1]
-        self.slot_rows = chunk_rows + window_rows - 1
-        n_chunks = max(1, -(-n_rows // chunk_rows))
-        slot_bytes = self.slot_rows * self.C * 4
-        self.n_slots = int(max(2, min(n_chunks, cache_bytes // slot_bytes)))
-        # np.empty only reserves address space: pages are committed as slots fill
-        self.data = np.empty((self.n_slots * self.slot_rows, self.C), dtype=np.float32)
-        self.slot_of_chunk = np.full(n_chunks, -1, dtype=np.int64)
-        self.chunk_of_slot = np.full(self.n_slots, -1, dtype=np.int64)
-        self.last_use = np.zeros(self.n_slots, dtype=np.int64)
-        self.tick = 0
-        self._views: dict[tuple, np.ndarray] = {}
-
-    def slots(self, chunks: np.ndarray) -> np.ndarray | None:
-        """Slot of each chunk, reading the missing ones; None if they do not all fit at once."""
-        self.tick += 1
-        slot = self.slot_of_chunk[chunks]
-        hit = slot >= 0
-        self.last_use[slot[hit]] = self.tick  # protect this batch's slots from eviction
-        if not hit.all():
-            missing = np.unique(chunks[~hit])
-            free = np.flatnonzero(self.last_use < self.tick)
-            if len(missing) > len(free):
-                return None
-            victims = free[np.argsort(self.last_use[free], kind="stable")[: len(missing)]]
-            for k, j in zip(missing.tolist(), victims.tolist()):
-                self._fill(int(j), int(k))
-            slot = self.slot_of_chunk[chunks]
-            self.last_use[slot] = self.tick
-        return slot
-
-    def _fill(self, j: int, k: int) -> None:
-        old = self.chunk_of_slot[j]
-        if old >= 0:
-            self.slot_of_chunk[old] = -1
-        a = k * self.R
-        rows = self.values[a : min(a + self.slot_rows, self.n_rows)]
-        dst = self.data[j * self.slot_rows : (j + 1) * self.slot_rows]
-        dst[: len(rows)] = rows
-        dst[len(rows) :] = np.nan  # past the store's end: reads there are masked anyway
-        self.slot_of_chunk[k], self.chunk_of_slot[j] = j, k
-
-    def windows(self, col0: int, n_cols: int, n: int) -> np.ndarray:
-        """View [rows-n+1, n, n_cols]: item i is arena rows i..i+n-1, columns col0..+n_cols."""
-        key = ("w", col0, n_cols, n)
-        if key not in self._views:
-            rows = len(self.data) - n + 1
-            s = self.data.strides[0]
-            flat = self.data.reshape(-1)[col0:]
-            self._views[key] = as_strided(flat, (rows, n, n_cols), (s, s, 4), writeable=False)
-        return self._views[key]
-
-    def column_windows(self, n: int) -> np.ndarray:
-        """View [(rows-n+1)*C, n]: item i*C + c is column c of arena rows i..i+n-1."""
-        key = ("c", n)
-        if key not in self._views:
-            items = (len(self.data) - n + 1) * self.C
-            flat = self.data.reshape(-1)
-            self._views[key] = as_strided(flat, (items, n), (4, self.data.strides[0]),
-                                          writeable=False)
-        return self._views[key]
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Map-style dataset: item (epoch, batch) is this rank's part of that global batch.
-
-    Picklable for spawned workers: the store and the arena are reopened lazily per process.
-    """
-
-    def __init__(self, store: Store, loader: WindowLoader, order, cache_bytes: int):
-        self.path, self.fingerprint = store.path, store.fingerprint
-        self.index, self.order, self.cache_bytes = loader.index, order, cache_bytes
-        self.spec, self.mode = loader.spec, loader.mode
-        self.n_batches = loader.batches_per_epoch
-        self.G, self.rank, self.world = loader.global_batch_size, loader.rank, loader.world_size
-        self.indptr = store.indptr
-        self.static = np.ascontiguousarray(store.static, dtype=np.float32)
-        roles = store.roles
-        self.Ct, self.Ch, self.Cf = len(roles.target), len(roles.hist_exog), len(roles.futr_exog)
-        self.scaling, self.scale_by = loader.scaling, loader.scale_by
-        self.series_loc, self.series_scale = loader._series_loc, loader._series_scale
-        self._store: Store | None = store
-        self._arena: _ChunkArena | None = None
-        self.slabs: torch.Tensor | None = None  # shared batch buffers, made with the workers
-        self._pid = os.getpid()
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_store": None, "_arena": None, "_pid": None}
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def __getitem__(self, item: tuple[int, int, int]) -> tuple[int | torch.Tensor, tuple, int]:
-        """In a DataLoader worker: batch (epoch, batch) written into shared slab `slot`, as
-        (slot, layout, bytes); a batch that does not fit goes in a buffer of its own."""
-        epoch, batch, slot = item
-        out = self.build(epoch, batch)
-        layout, nbytes = _layout(out)
-        if self.slabs is not None and nbytes <= self.slabs.shape[1]:
-            _pack_into(self.slabs[slot], out, layout)
-            return slot, layout, nbytes
-        buffer = torch.empty(nbytes, dtype=torch.uint8)
-        _pack_into(buffer, out, layout)
-        return buffer, layout, nbytes
-
-    def batch_nbytes(self) -> int:
-        """Bytes of one packed batch (for sizing the slabs)."""
-        B, L, H = self.G // self.world, self.spec.input_size, self.spec.horizon
-        Cy = self.Ct if self.spec.multivariate else 1
-        f32 = [B * L * Cy] * 2 + [B * H * Cy] * 2 + [B * L * self.Ch, B * (L + H) * self.Cf,
-                                                     B * self.static.shape[1], B * Cy, B * Cy]
-        sizes = [4 * n for n in f32] + [8 * B] * 3 + [B]
-        return sum(-(-n // 8) * 8 for n in sizes)
-
-    def arena(self) -> _ChunkArena:
-        if self._arena is None or self._pid != os.getpid():
-            if self._store is None or self._pid != os.getpid():
-                self._store = Store(self.path)
-                if self._store.fingerprint != self.fingerprint:
-                    raise UserError(f"store {self.path} changed while being read: restart the run")
-            s = self._store
-            self._arena = _ChunkArena(s.values, s.n_timesteps, s.chunk_rows,
-                                      self.spec.window_size, self.cache_bytes)
-            self._pid = os.getpid()
-        return self._arena
-
-    def build(self, epoch: int, batch: int) -> dict[str, torch.Tensor]:
-        positions = rank_positions(batch, self.G, self.rank, self.world)
-        ids = self.order.ids(epoch, positions)
-        valid = positions < self.index.n_windows if self.mode == "eval" else None
-        return self.gather(*self.index.locate(ids), valid)
-
-    # -- reading ------------------------------------------------------------------------
-    def _read(self, read_row, out_shift, channel) -> tuple[np.ndarray, ...]:
-        """Raw (unmasked, unscaled) arrays of windows whose reads start at `read_row`."""
-        arena = self.arena()
-        chunk = read_row // arena.R
-        slot = arena.slots(chunk)
-        if slot is None:  # more chunks than slots: halve the batch by chunk and retry
-            if len(read_row) == 1:
-                raise UserError("cache_mb is too small to hold one chunk: raise cache_mb")
-            order = np.argsort(chunk, kind="stable")
-            half = len(order) // 2
-            parts = [self._read(read_row[o], out_shift[o], channel[o])
-                     for o in (order[:half], order[half:])]
-            inverse = np.argsort(order, kind="stable")
-            # hist / futr are None in both halves when the store has no such covariates
-            return tuple(None if p[0] is None else np.concatenate(p)[inverse]
-                         for p in zip(*parts))  # fmt: skip
-        L, H, W = self.spec.input_size, self.spec.horizon, self.spec.window_size
-        base = slot * arena.slot_rows + (read_row - chunk * arena.R)  # arena row of 1st read
-        out_base = base + out_shift
-        if self.spec.multivariate:
-            y_in = arena.windows(0, self.Ct, L)[base]
-            y_out = arena.windows(0, self.Ct, H)[out_base]
-        else:
-            C = arena.C
-            y_in = arena.column_windows(L)[base * C + channel][:, :, None]
-            y_out = arena.column_windows(H)[out_base * C + channel][:, :, None]
-        hist = arena.windows(self.Ct, self.Ch, L)[base] if self.Ch else None
-        futr = arena.windows(self.Ct + self.Ch, self.Cf, W)[base] if self.Cf else None
-        return y_in, y_out, hist, futr
-
-    def gather(self, series, channel, t, valid=None) -> dict[str, torch.Tensor]:
-        """The batch of windows (series, channel, t); `valid` False marks pads."""
-        L, W = self.spec.input_size, self.spec.window_size
-        B = len(series)
-        row0 = self.indptr[series]
-        in_start = row0 + t - L
-        read_row = np.maximum(in_start, row0)  # padded windows read from the series' start
-        shift = read_row - in_start
-        y_in, y_out, hist, futr = self._read(read_row, L - shift, np.maximum(channel, 0))
-        if hist is None:
-            hist = np.zeros((B, L, 0), np.float32)
-        if futr is None:
-            futr = np.zeros((B, W, 0), np.float32)
-        padded = np.flatnonzero(shift)
-        if len(padded):  # rare: only the first windows of series shorter than L
-            for x in (y_in, hist, futr):
-                _shift_right(x, padded, shift[padded])
-        if valid is not None and not valid.all():
-            for x in (y_in, y_out, hist, futr):
-                x[~valid] = np.nan
-        (m_in, in_full), (m_out, out_full) = _mask(y_in), _mask(y_out)
-        for x in (hist, futr):
-            if not np.isfinite(x).all():
-                x[~np.isfinite(x)] = 0.0
-        loc, scale = self._scaling(y_in, m_in, series, channel)
-        if self.scaling != "none":
-            scaling_mod.apply(y_in, loc, scale, None if in_full else m_in)
-            scaling_mod.apply(y_out, loc, scale, None if out_full else m_out)
-        batch = {
-            "insample_y": y_in, "insample_mask": m_in,
-            "outsample_y": y_out, "outsample_mask": m_out,
-            "hist_exog": hist, "futr_exog": futr, "stat_exog": self.static[series],
-            "loc": loc, "scale": scale,
-            "series": series, "channel": channel, "t": t,
-            "valid": np.ones(B, bool) if valid is None else valid,
-        }
-        return {k: torch.from_numpy(v) for k, v in batch.items()}
-
-    def _scaling(self, y_in, m_in, series, channel):
-        if self.scale_by == "window" or self.scaling == "none":
-            return scaling_mod.window_stats(y_in, m_in, self.scaling)
-        at = series if self.spec.multivariate else (series, np.maximum(channel, 0))
-        loc, scale = self.series_loc[at], self.series_scale[at]  # [B, Cy] or [B]
-        shape = (len(series), 1, -1)
-        return loc.reshape(shape), scale.reshape(shape)
-
-
-def _shift_right(x_BNC: np.ndarray, rows: np.ndarray, shift: np.ndarray) -> None:
-    """Move rows' windows right by `shift` steps (in place), NaN in front (masked later)."""
-    src = np.arange(x_BNC.shape[1])[None, :] - shift[:, None]
-    moved = np.take_along_axis(x_BNC[rows], np.maximum(src, 0)[:, :, None], axis=1)
-    moved[src < 0] = np.nan
-    x_BNC[rows] = moved
-
-
-def _mask(y: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(1.0 where y is finite, whether all is); non-finite y set to 0 in place."""
-    finite = np.isfinite(y)
-    full = bool(finite.all())
-    if not full:
-        np.copyto(y, 0.0, where=~finite)
-    return finite.astype(np.float32), full
-
-
-# -- worker transport -------------------------------------------------------------------
-# A DataLoader worker's tensors reach the main process through shared memory: a new segment
-# per tensor storage, faulted in page by page on both sides. Measured here that cost several
-# times the batch's build, so workers write each batch into one of a ring of shared "slabs"
-# made once, and send only (slot, layout, bytes); the main process copies the batch out
-# (one memcpy, into pinned memory when asked). The DataLoader keeps at most
-# PREFETCH * num_workers batches in flight, so a ring of PREFETCH * num_workers + 2 slabs
-# never overwrites a batch before it is copied out.
-PREFETCH = 2
-
-
-def _layout(batch: dict[str, torch.Tensor]) -> tuple[tuple, int]:
-    """((key, dtype, shape, byte offset), ...) of a packed batch, and its bytes."""
-    layout, offset = [], 0
-    for key, value in batch.items():
-        layout.append((key, value.dtype, tuple(value.shape), offset))
-        offset += -(-value.numel() * value.element_size() // 8) * 8  # 8-byte aligned
-    return tuple(layout), offset
-
-
-def _pack_into(buffer: torch.Tensor, batch: dict[str, torch.Tensor], layout: tuple) -> None:
-    for (_, dtype, shape, start), value in zip(layout, batch.values()):
-        _view(buffer, dtype, shape, start).copy_(value)
-
-
-def _unpack(buffer: torch.Tensor, layout: tuple) -> dict[str, torch.Tensor]:
-    """The batch's tensors, as views of the buffer."""
-    return {key: _view(buffer, dtype, shape, start) for key, dtype, shape, start in layout}
-
-
-def _view(buffer: torch.Tensor, dtype: torch.dtype, shape: tuple, start: int) -> torch.Tensor:
-    n = math.prod(shape) * dtype.itemsize
-    return buffer[start : start + n].view(dtype).view(shape)
-
-
-def _as_is(message):
-    """The DataLoader's collate function: messages need no conversion."""
-    return message
-
-
-class _BatchNumbers(torch.utils.data.Sampler):
-    """(epoch, batch, slab slot) items from where the loader stands when an iteration starts.
-
-    It holds a small mutable cursor, not the loader: a loader -> DataLoader -> sampler ->
-    loader cycle would leave the workers to the garbage collector, which may close their
-    queues before telling them to stop (each then idles out its 5 s status timeout).
-    """
-
-    def __init__(self, cursor: list[int], ring: int):
-        self.cursor = cursor  # [epoch, first batch, batches per epoch]
-        self.ring, self.sent = ring, 0
-
-    def __iter__(self):
-        epoch, start, stop = self.cursor
-        for k in range(start, stop):
-            self.sent += 1
-            yield epoch, k, self.sent % self.ring
-
-    def __len__(self) -> int:
-        return self.cursor[2] - self.cursor[1]
 
 
 class WindowLoader:
@@ -518,7 +225,7 @@ class WindowLoader:
                                  series_weights=a["series_weights"])
         else:
             order = EvalOrder(self.n_windows)
-        self._batches = _Batches(self.store, self, order, self._cache_bytes)
+        self._batches = WindowBatches(self.store, self, order, self._cache_bytes)
         self._dataloader = None
 
     # -- sizes --------------------------------------------------------------------------
@@ -569,9 +276,9 @@ class WindowLoader:
             self._dataloader = torch.utils.data.DataLoader(
                 self._batches,
                 batch_size=None,
-                sampler=_BatchNumbers(self._cursor, ring),
+                sampler=BatchNumbers(self._cursor, ring),
                 num_workers=self.num_workers,
-                collate_fn=_as_is,
+                collate_fn=as_is,
                 prefetch_factor=PREFETCH,
                 persistent_workers=True,  # keeps each worker's chunk cache across epochs
             )
@@ -585,7 +292,7 @@ class WindowLoader:
             buffer.copy_(self._batches.slabs[where, :nbytes])
         else:
             buffer = where.pin_memory() if pin else where
-        return _unpack(buffer, layout)
+        return unpack(buffer, layout)
 
     def _normalize(self) -> None:
         if self._consumed >= self.batches_per_epoch:
