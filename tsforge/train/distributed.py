@@ -1,5 +1,8 @@
 """Distributed set-up and tear-down: `init_distributed` / `finish_together` /
-`cleanup_distributed`, and `leave_now` for a process whose work is done.
+`cleanup_distributed`, and `leave_now` for a process whose work is done; and the collectives
+the loop and the evaluator use (`sum_over_ranks`, `any_rank`, `gather_over_ranks`,
+`gather_objects`, `barrier`), which every rank calls in the same order and which return at
+once in a single process.
 
 Rank, world size and the rendezvous come from the environment, in this order:
   1. torchrun-style variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`),
@@ -20,7 +23,7 @@ import os
 import re
 import sys
 from multiprocessing import util as mp_util
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -103,6 +106,46 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistEnv:
         device_id=dev if use_cuda else None,
     )
     return DistEnv(int(env["rank"]), int(env["local_rank"]), int(env["world_size"]), dev, backend)
+
+
+# -- collectives ---------------------------------------------------------------------------
+def sum_over_ranks(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
+    """`t` summed over the ranks, in place (on env.device: NCCL reduces GPU tensors only)."""
+    if env.distributed:
+        dist.all_reduce(t)
+    return t
+
+
+def any_rank(env: DistEnv, flag: bool) -> bool:
+    """True on every rank if it is true on any (a stop signal seen by one rank, say)."""
+    if not env.distributed:
+        return flag
+    t = torch.tensor([int(flag)], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather_over_ranks(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
+    """Every rank's `t` (same shape on all), concatenated in rank order."""
+    if not env.distributed:
+        return t
+    parts = [torch.zeros_like(t) for _ in range(env.world_size)]
+    dist.all_gather(parts, t)
+    return torch.cat(parts)
+
+
+def gather_objects(env: DistEnv, obj: Any) -> list[Any]:
+    """Every rank's picklable `obj`, in rank order."""
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
 
 
 def finish_together(env: DistEnv) -> None:

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from tsforge.data.scaling import inverse
 from tsforge.metrics import MetricAccumulator, seasonal_naive, seasonal_naive_scale
-from tsforge.train.distributed import DistEnv
+from tsforge.train.distributed import DistEnv, sum_over_ranks
 from tsforge.train.plots import forecast_image
 from tsforge.train.precision import forecast
 
@@ -120,9 +119,8 @@ class Evaluator:
             if logger is not None and not plotted and self.plot_windows:
                 self._plot(logger, step, split, x_BLC, y_BHC, point_BHC, quantiles, batch)
                 plotted = True
-        sums = torch.cat([acc.state(), base.state(), naive1.state(), loss_sum])
-        if self.env.distributed:
-            dist.all_reduce(sums)
+        sums = sum_over_ranks(self.env, torch.cat([acc.state(), base.state(), naive1.state(),
+                                                   loss_sum]))  # fmt: skip
         n_acc, n_base = len(acc.state()), len(base.state())
         acc.load_state(sums[:n_acc])
         base.load_state(sums[n_acc : n_acc + n_base])

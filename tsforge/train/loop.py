@@ -27,11 +27,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from tsforge.train import stop
 from tsforge.train.checkpoint import CheckpointManager, rng_state, set_rng_state, unwrap
-from tsforge.train.distributed import DistEnv
+from tsforge.train.distributed import (
+    DistEnv,
+    any_rank,
+    barrier,
+    gather_objects,
+    gather_over_ranks,
+    sum_over_ranks,
+)
 from tsforge.train.evaluate import Evaluator
 from tsforge.train.logger import NullLogger
 from tsforge.train.perf import StepTimer
@@ -171,10 +177,7 @@ class Trainer:
     def windows_per_s(self) -> float:
         """Training windows per second over this start of the run, summed over ranks."""
         rate = torch.tensor([self._windows / max(self._seconds, 1e-9)], dtype=torch.float64)
-        if self.env.distributed:
-            rate = rate.to(self.env.device)
-            dist.all_reduce(rate)
-        return float(rate.item())
+        return float(sum_over_ranks(self.env, rate.to(self.env.device)).item())
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:  # epochs: the loader continues from its state and advances its epoch
@@ -207,23 +210,15 @@ class Trainer:
 
     def _agree(self, flag: bool) -> bool:
         """True on every rank if it is true on any (stop signals, time-based checkpoints)."""
-        if not self.env.distributed:
-            return flag
-        t = torch.tensor([int(flag)], device=self.env.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return any_rank(self.env, flag)
 
     # -- logging, validation, checkpoints -------------------------------------------------
     def _log_train(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor, timer: StepTimer) -> None:
         stats = torch.stack([loss_sum.float(), grad_norm.float().detach()]).to(self.env.device)
         perf = timer.read()
         per_rank = torch.tensor([perf["windows_per_s"]], device=self.env.device)
-        if self.env.distributed:
-            dist.all_reduce(stats)
-            stats /= self.env.world_size
-            gathered = [torch.zeros_like(per_rank) for _ in range(self.env.world_size)]
-            dist.all_gather(gathered, per_rank)
-            per_rank = torch.cat(gathered)
+        stats = sum_over_ranks(self.env, stats) / self.env.world_size
+        per_rank = gather_over_ranks(self.env, per_rank)
         values = {
             "train/loss": stats[0].item(),
             "train/grad_norm": stats[1].item(),
@@ -277,15 +272,10 @@ class Trainer:
 
     def _rng_states(self) -> list[dict[str, Any]]:
         """Every rank's RNG states (dropout and the like differ per rank), in rank order."""
-        if not self.env.distributed:
-            return [rng_state()]
-        states: list[Any] = [None] * self.env.world_size
-        dist.all_gather_object(states, rng_state())
-        return states
+        return gather_objects(self.env, rng_state())
 
     def save(self, *, is_best: bool = False) -> None:
         state = self.state_dict()  # collective: every rank takes part
         if self.env.is_main:
             self.checkpoints.save(state, self.step, is_best=is_best)
-        if self.env.distributed:
-            dist.barrier()
+        barrier(self.env)

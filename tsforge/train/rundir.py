@@ -276,12 +276,9 @@ def record_ranks(run_dir: Path, env: DistEnv) -> None:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "slurm_step_gpus": os.environ.get("SLURM_STEP_GPUS"),
     }
-    ranks = [mine]
-    if env.distributed:
-        import torch.distributed as dist
+    from tsforge.train.distributed import gather_objects  # torch: imported here only
 
-        ranks = [None] * env.world_size
-        dist.all_gather_object(ranks, mine)
+    ranks = gather_objects(env, mine)
     if env.is_main:
         path = run_dir / "meta.json"
         write_json(path, {**read_json(path), "ranks": ranks})
