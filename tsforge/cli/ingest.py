@@ -102,8 +102,10 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--split",
         default=None,
-        help=f"split preset ({', '.join(PRESETS)}) or a JSON spec such as "
-        '\'{"kind": "holdout", "horizon": 48}\'',
+        help=f"split preset ({', '.join(PRESETS)}), holdout:H (the last H steps of each series "
+        "for validation, no test rows) or a JSON spec such as "
+        '\'{"kind": "holdout", "horizon": 48}\' (without it: no validation, unless the launch '
+        "chooses one with data.split)",
     )
     p.add_argument("--codec", default="lz4", help="Blosc compressor: lz4|lz4hc|zstd|zlib|blosclz")
     p.add_argument("--clevel", type=int, default=5, help="compression level 0-9")

@@ -30,7 +30,6 @@ folders made for `out` are removed, and a store that `overwrite` was to replace 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import operator
 import time
@@ -106,8 +105,8 @@ def ingest(
     it, keep it as NaN, or drop its row (the gap it leaves then meets `on_gap`).
     `on_gap` decides what a missing step does: refuse it, insert NaN rows, or repeat the
     previous row. `min_length` counts a series' input rows (after `on_nan="drop"`, before
-    gaps are filled); shorter series are dropped and counted. `split` is a preset name of
-    `tsforge.data.splits.PRESETS` or a spec dict.
+    gaps are filled); shorter series are dropped and counted. `split` is what
+    `tsforge.data.splits.parse` reads: a preset name, `holdout:H`, JSON text or a spec dict.
     `ignore_cols` names long-format columns to leave out; any other column without a role
     is refused. `time_format` is a strptime format for text timestamps (default: detected
     from the first row). `series_id` names the one series of wide input (default: the file
@@ -127,7 +126,7 @@ def ingest(
     piece_rows = _at_least_one("--piece-rows", piece_rows)
     if chunk_rows is not None:
         chunk_rows = _at_least_one("--chunk-rows", chunk_rows)
-    split_spec = _split_spec(split)
+    split_spec = splits_mod.parse(split, "--split")
     codec.build()  # an invalid codec fails now, not after reading the whole input
     out = Path(out)
     check_target(out, flag="--out", overwrite=overwrite, inputs=[src], replaceable=is_store,
@@ -215,25 +214,6 @@ def _at_least_one(flag: str, value) -> int:
 def _names(cols) -> tuple[str, ...]:
     """Column names from a list, or from one name given as a string."""
     return (cols,) if isinstance(cols, str) else tuple(cols)
-
-
-def _split_spec(split) -> dict | None:
-    if split is None:
-        return None
-    if isinstance(split, dict):
-        return splits_mod.validate(split)
-    text = str(split).strip()
-    if not text.startswith("{"):
-        return splits_mod.validate(splits_mod.preset(text))
-    try:
-        spec = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
-        why = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
-        raise UserError(f"--split '{text}' is not valid JSON ({why})") from None
-    try:
-        return splits_mod.validate(spec)
-    except UserError as err:
-        raise UserError(f"--split '{text}': {err}") from None
 
 
 def _stem(path: Path) -> str:

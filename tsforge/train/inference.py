@@ -345,7 +345,7 @@ def _target_ends(store: Store) -> np.ndarray:
 def _series_stats(run: TrainedRun, store: Store, series_ids: np.ndarray):
     """Training-store loc / scale [n_input, C] of the input's series (matched by id)."""
     train, data = run.store, run.cfg.data
-    spec = splits_mod.preset(data.split) if data.split else train.splits
+    spec = builders.split_spec(data, train)
     _, train_hi = splits_mod.resolve(spec, train.lengths, "train")
     targets = train.column_index(train.roles.target)
     loc, scale = scaling_mod.fit_series(train, train_hi, targets, data.scaling)
