@@ -102,6 +102,15 @@ class RowsSource:
         for file, first_row, ids, values, valid in self._tables(rows):
             yield self._piece(file, first_row, ids, values, valid)
 
+    def series(self, piece_rows: int = 1_000_000) -> Iterator[tuple[str, np.ndarray, int]]:
+        """(id, values, data row) of every row in input order, the padding dropped: values
+        float64, NaN for an empty cell inside the series (for readers of their own, as M4's)."""
+        rows = max(1, piece_rows // len(self.value_cols))
+        for file, first_row, ids, values, valid in self._tables(rows):
+            self._check_ids(file, first_row, ids)
+            for i, (uid, n) in enumerate(zip(ids.to_pylist(), _lengths(valid).tolist())):
+                yield uid, values[i, :n], first_row + i
+
     def _tables(self, rows: int):
         """(file, first row, ids, values [r, c] float64, valid [r, c]) per run of rows."""
         cols = self.value_cols
@@ -120,8 +129,7 @@ class RowsSource:
     def _piece(self, file, first_row, ids: pa.Array, values, valid) -> Piece:
         self._check_ids(file, first_row, ids)
         n_rows, n_cols = valid.shape
-        has = valid.any(axis=1)
-        length = np.where(has, n_cols - np.argmax(valid[:, ::-1], axis=1), 0)
+        length = _lengths(valid)
         r, k = np.nonzero(np.arange(n_cols) < length[:, None])  # row by row, time in order
         present = valid[r, k]
         return Piece(
@@ -131,7 +139,7 @@ class RowsSource:
             time=pa.array(self.grid[k]),
             columns={TARGET: pa.array(values[r, k], mask=~present)},
             origin=Origin(rows=r, cols=k, names=self.value_cols, n_rows=n_rows,
-                          n_empty=int((~has).sum())),  # fmt: skip
+                          n_empty=int((length == 0).sum())),  # fmt: skip
         )
 
     def _check_ids(self, file: str, first_row: int, ids: pa.Array) -> None:
@@ -149,6 +157,12 @@ class RowsSource:
                     f"{file} {at} both hold series {uid!r}: one row per series; remove or "
                     f"rename one of them"
                 )
+
+
+def _lengths(valid: np.ndarray) -> np.ndarray:
+    """Each row's series length: up to its last non-empty cell (0 for a row of empty cells)."""
+    n_cols = valid.shape[1]
+    return np.where(valid.any(axis=1), n_cols - np.argmax(valid[:, ::-1], axis=1), 0)
 
 
 def _matrix(arrays: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
