@@ -33,7 +33,7 @@ from tsforge.errors import UserError
 SPLIT_NAMES = ("train", "val", "test")
 KINDS = ("none", "borders", "ratio", "holdout")
 
-# Named presets of the standard benchmarks (../shared/data/SOURCES.md).
+# Named presets: the protocols of the standard benchmarks (ETT borders, the 70/10/20 ratio, M4).
 PRESETS: dict[str, dict] = {
     "none": {"kind": "none"},
     "ett_hour": {"kind": "borders", "train": 8640, "val": 11520, "test": 14400},
