@@ -94,8 +94,39 @@ def store_of(name: str, n_series: int) -> Callable[[Path], None]:
     return after
 
 
+def as_rows(edit: Callable[[list[str]], list[str]] = lambda lines: lines) -> Prepare:
+    """rows.csv: data.csv's three series in rows layout (an id, then the values), its lines
+    (header first) changed by `edit`."""
+
+    def change(text: str) -> str:
+        values: dict[str, list[str]] = {}
+        for line in text.splitlines()[1:]:
+            uid, _, y = line.split(",")
+            values.setdefault(uid, []).append(y)
+        width = max(map(len, values.values()))
+        lines = [",".join(["id"] + [f"V{k + 2}" for k in range(width)])]
+        lines += [",".join([uid, *ys, *[""] * (width - len(ys))]) for uid, ys in values.items()]
+        return "\n".join(edit(lines)) + "\n"
+
+    return rewrite("rows.csv", change)
+
+
+def cell(row: int, col: int, value: str) -> Callable[[list[str]], list[str]]:
+    """An edit of rows.csv: data row `row`, column `col` (0: the id) set to `value`."""
+
+    def edit(lines: list[str]) -> list[str]:
+        cells = lines[row].split(",")
+        cells[col] = value
+        return [*lines[:row], ",".join(cells), *lines[row + 1 :]]
+
+    return edit
+
+
 STRING_TIME = table().set_column(1, "ds", pa.array([f"day {i}" for i in range(200)]))
 GAP = without_rows(100, 150)
+ROWS = [*INGEST, "{rows.csv}", "--format", "rows"]
+ROWS_OK = [*ROWS, "--out", "{new.zarr}"]
+AGAIN = as_rows(lambda lines: [*lines, lines[1]])  # series 'a' on a fourth row too
 SUB = copy("data.csv", "sub/data.csv")
 
 
@@ -186,6 +217,41 @@ CASES = [
          says=r"--split .* is not valid JSON"),
     Case("split-horizon-not-a-number", [*OK, "--split", '{"kind": "holdout", "horizon": "x"}'],
          code=2, says=r"--split .*'horizon' must be a whole number"),
+    Case("split-holdout-zero", [*OK, "--split", "holdout:0"], code=2,
+         says=r"--split 'holdout:0': H in holdout:H must be a whole number of steps"),
+    Case("split-unknown-names-the-forms", [*OK, "--split", "last48"], code=2,
+         says=r"--split 'last48' is an unknown split preset .* holdout:H .* JSON spec"),
+    # rows input: one row per series
+    Case("rows-ingest", [*ROWS_OK, "--split", "holdout:24"], code=0, prepare=as_rows(),
+         creates=["new.zarr"], after=store_of("new.zarr", 3)),
+    Case("rows-id-on-two-rows", ROWS_OK, code=2, prepare=AGAIN,
+         says=r"rows\.csv rows 1 and 4 both hold series 'a': one row per series"),
+    Case("rows-id-twice-old-store-kept",
+         [*ROWS, "--out", "{store.zarr}", "--overwrite", "--piece-rows", "300"], code=2,
+         says=r"rows 1 and 4 both hold series 'a'", prepare=AGAIN),
+    Case("rows-cell-not-a-number", ROWS_OK, code=2, prepare=as_rows(cell(2, 7, "oops")),
+         says=r"rows\.csv row 2: V8 'oops' is not a number"),
+    Case("rows-empty-cell-inside-a-series", ROWS_OK, code=2, prepare=as_rows(cell(3, 10, "")),
+         says=r"rows\.csv row 3: V11 is empty or NaN \(series 'c'\): fill it, or pass --on-nan"),
+    Case("rows-empty-id", ROWS_OK, code=2, prepare=as_rows(cell(2, 0, "")),
+         says=r"rows\.csv row 2: id is empty"),
+    Case("rows-row-short-of-cells", ROWS_OK, code=2,
+         prepare=as_rows(lambda lines: [*lines[:3], lines[3].rsplit(",", 5)[0]]),
+         says=r"rows\.csv row 3: expected 301 fields, found 296"),
+    Case("rows-with-time-col", [*ROWS_OK, "--time-col", "ds"], code=2, prepare=as_rows(),
+         says=r"--time-col does not apply to --format rows"),
+    Case("rows-with-target", [*ROWS_OK, "--target", "V2"], code=2, prepare=as_rows(),
+         says=r"--target does not apply to --format rows"),
+    Case("rows-start-not-a-date", [*ROWS_OK, "--start", "someday", "--freq", "h"], code=2,
+         prepare=as_rows(), says=r"--start 'someday' is not a date/time"),
+    Case("rows-start-without-freq", [*ROWS_OK, "--start", "2024-01-01"], code=2,
+         prepare=as_rows(), says=r"--start 2024-01-01 needs --freq"),
+    Case("rows-duration-without-start", [*ROWS_OK, "--freq", "h"], code=2, prepare=as_rows(),
+         says=r"--freq h is a duration, but without a date/time --start"),
+    Case("rows-start-past-2262", [*ROWS_OK, "--start", "2262-01-01", "--freq", "D"], code=2,
+         prepare=as_rows(), says=r"300 steps of D from 2262-01-01 .* run past"),
+    Case("start-with-long-input", [*OK, "--start", "2024-01-01"], code=2,
+         says=r"--start is for --format rows"),
     # the disk written to fails: exit 1, the path named, nothing left behind
     Case("disk-full", [*INGEST, DATA, "--out", "{disk/new.zarr}"],
          code=1, says=r"disk/new\.zarr: No space left on device", prepare=full_disk()),

@@ -71,6 +71,15 @@ def trained_on_everything(ws):
     assert not (ws / "new" / "checkpoints" / "best.pt").exists()
 
 
+def validated_on_the_last_steps(ws):
+    """data.split=holdout:H on a store without a split: validation ran, no test split."""
+    run = ws / "new"
+    assert any("val/mae" in r for r in jsonl(run / "metrics.jsonl"))
+    final = json_of(run / "metrics.json")
+    assert final["test"] == {} and final["best_val"]["mae"] is not None
+    assert (run / "checkpoints" / "best.pt").exists()
+
+
 def trained_nothing(ws):
     assert not (ws / "new").exists() or not (ws / "new" / "checkpoints").exists()
 
@@ -123,6 +132,12 @@ CASES = [
          prepare=store_with_split({"kind": "none"}), creates=["other.zarr", "other.zarr/*",
                                                              *RUN_FILES],
          after=trained_on_everything),
+    Case("split-unknown-at-launch", launch("data.split=holdout:24h", NEW), 2,
+         r"data\.split 'holdout:24h': H in holdout:H must be a whole number"),
+    Case("split-chosen-at-launch", launch("data.path=other.zarr", "data.split=holdout:12", NEW), 0,
+         prepare=store_with_split({"kind": "none"}), creates=["other.zarr", "other.zarr/*",
+                                                             *RUN_FILES],
+         after=validated_on_the_last_steps),
     Case("split-without-validation", launch("data.path=other.zarr", NEW), 0,
          r"no validation window.*training without validation",
          prepare=store_with_split({"kind": "ratio", "train": 0.8, "test": 0.2}),

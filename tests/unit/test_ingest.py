@@ -339,7 +339,7 @@ def test_codec_and_chunk_rows_reach_the_store(tmp_path):
         (dict(piece_rows=-5), "--piece-rows"),
         (dict(min_length=-1), "--min-length"),
         (dict(split='{"kind": "holdout", "horizon": "9"}'), "whole number"),
-        (dict(split='{"kind": "holdout", "horizon": 9, "test": 2}'), "no key 'test'"),
+        (dict(split='{"kind": "holdout", "horizon": 9, "val": 2}'), "no key 'val'"),
         (dict(split='{"kind": "ratio", "train": 0.7, "test": NaN}'), "fraction"),
         (dict(split="{" * 5000), "not valid JSON"),
         (dict(freq="0h"), "--freq '0h' is not a step forward"),

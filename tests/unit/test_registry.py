@@ -269,7 +269,7 @@ def test_m4_reader_refuses_malformed_files(tmp_path):
         m4.write_store(train, test, tmp_path / "a.zarr", horizon=3)
     gap = tmp_path / "gap.csv"
     gap.write_text('"V1","V2","V3","V4"\n"H1","1",,"3"\n')
-    with pytest.raises(UserError, match="row 2: an empty cell inside series 'H1'"):
+    with pytest.raises(UserError, match="row 1: an empty cell inside series 'H1'"):
         list(m4.read_rows(gap))
     other = tmp_path / "other.csv"
     other.write_text('"V1","V2","V3"\n"H9","4","5"\n')

@@ -58,3 +58,61 @@ def test_bad_specs(spec, match):
 def test_unknown_preset():
     with pytest.raises(UserError, match="ett_hour"):
         splits.preset("ett")
+
+
+# -- parse: the one reader of a split as users write it ----------------------------------------
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        ("m4_hourly", {"kind": "holdout", "horizon": 48}),
+        ("holdout:48", {"kind": "holdout", "horizon": 48, "test": 0}),
+        (" holdout:7 ", {"kind": "holdout", "horizon": 7, "test": 0}),
+        ('{"kind": "ratio", "train": 0.6, "test": 0.3}',
+         {"kind": "ratio", "train": 0.6, "test": 0.3}),
+        ({"kind": "holdout", "horizon": 5, "test": 2},
+         {"kind": "holdout", "horizon": 5, "test": 2}),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_parse_accepts_every_form(text, spec):
+    assert splits.parse(text, "data.split") == spec
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("holdout:0", r"data\.split 'holdout:0': H in holdout:H must be a whole number"),
+        ("holdout:", r"H in holdout:H"),
+        ("holdout:4.5", r"H in holdout:H"),
+        ("holdout:-3", r"H in holdout:H"),
+        ("ett", r"data\.split 'ett' is an unknown split preset .* holdout:H .* JSON spec"),
+        ("{kind: none}", r"data\.split '\{kind: none\}' is not valid JSON"),
+        ('{"kind": "holdout"}', r"needs the key 'horizon'"),
+        ('{"kind": "holdout", "horizon": 4, "test": -1}', r"test must be >= 0"),
+        ('{"kind": "holdout", "horizon": 4, "val": 2}', r"has no key 'val'"),
+    ],
+)
+def test_parse_refuses_naming_the_flag_and_the_forms(text, match):
+    with pytest.raises(UserError, match=match) as err:
+        splits.parse(text, "data.split")
+    assert "\n" not in str(err.value)
+
+
+def test_holdout_colon_validates_on_the_last_steps_and_tests_on_none():
+    spec = splits.parse("holdout:5", "--split")
+    lengths = np.array([20, 7, 3])
+    lo, hi = splits.resolve(spec, lengths, "val")
+    np.testing.assert_array_equal(hi, lengths)
+    np.testing.assert_array_equal(lo, np.maximum(lengths - 5, 0))
+    lo, hi = splits.resolve(spec, lengths, "train")
+    np.testing.assert_array_equal(hi, np.maximum(lengths - 5, 0))
+    lo, hi = splits.resolve(spec, lengths, "test")
+    np.testing.assert_array_equal(hi - lo, [0, 0, 0])
+
+
+def test_holdout_with_test_rows_between():
+    spec = splits.parse({"kind": "holdout", "horizon": 4, "test": 2})
+    for split, want in (("train", (0, 14)), ("val", (14, 18)), ("test", (18, 20))):
+        lo, hi = splits.resolve(spec, np.array([20]), split)
+        assert (lo[0], hi[0]) == want

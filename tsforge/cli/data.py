@@ -1,6 +1,6 @@
 """`tsforge data ...`: build, inspect and fetch datasets.
 
-    tsforge data ingest SRC --out STORE [--format long|wide] [--on-gap ...] [--on-nan ...]
+    tsforge data ingest SRC --out STORE [--format long|wide|rows] [--on-gap ...] [--on-nan ...]
     tsforge data info STORE [--json]
     tsforge data list
     tsforge data download NAME [--dir DIR]

@@ -3,6 +3,8 @@
     tsforge data ingest data.csv --out data.zarr                       # long: unique_id, ds, y
     tsforge data ingest data.csv --out data.zarr --freq h --on-gap nan --hist-exog price
     tsforge data ingest ETTh1.csv --out etth1.zarr --format wide --time-col date --split ett_hour
+    tsforge data ingest Hourly-train.csv --out m4h.zarr --format rows --id-col V1 --split holdout:48
+    tsforge data ingest rows.csv --out r.zarr --format rows --id-col id --freq D --start 2020-01-01
     tsforge data ingest data.parquet --out data.zarr --json
 
 Bad input exits with code 2 and one line naming the file, the row or series, and the fix;
@@ -26,8 +28,16 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "ingest",
         help="CSV or Parquet into a chunked Zarr store",
-        description="Read long (unique_id, ds, y, covariates...) or wide (a time column and one "
-        "column per channel) input, validate it, and write a chunked Zarr store.",
+        description="Read long (unique_id, ds, y, covariates...), wide (a time column and one "
+        "column per channel) or rows (an id column, then one series per row, its values in time "
+        "order) input, validate it, and write a chunked Zarr store.",
+        epilog="rows: one row per series, as M4 and Monash files ship: 'id,V2,V3,V4' then "
+        "'a,1.5,2.0,2.5' and 'b,7.0,,' (rows padded with empty cells: a series ends at its last "
+        "value; an empty cell before it is missing, see --on-nan; a row without values is "
+        "dropped as short). Time is 0, 1, 2, ... (step --freq, an integer, default 1), or with "
+        "--start T every series starts at T and steps by --freq (h, D, MS, ...). --time-col, "
+        "--target, --hist-exog, --futr-exog, --static and --series-id do not apply to rows. "
+        "Example: tsforge data ingest Hourly-train.csv --out m4h.zarr --format rows --id-col V1",
     )
     p.add_argument("src", help=".csv, .csv.gz or .parquet file, or a folder of .parquet files")
     p.add_argument("--out", required=True, help="path of the store to create")
@@ -35,10 +45,17 @@ def add_parser(sub) -> None:
         "--format",
         default="long",
         choices=FORMATS,
-        help="long: one row per (series, time); wide: one column per channel",
+        help="long: one row per (series, time); wide: one column per channel; rows: one row "
+        "per series (an id, then its values in time order)",
     )
-    p.add_argument("--id-col", default="unique_id", help="series id column (long format)")
-    p.add_argument("--time-col", default="ds", help="time column (datetimes or integers)")
+    p.add_argument("--id-col", default=None,
+                   help="series id column (default: unique_id in long format, the first column "
+                   "in rows format)")  # fmt: skip
+    p.add_argument("--time-col", default=None,
+                   help="time column, datetimes or integers (default: ds; not rows)")  # fmt: skip
+    p.add_argument("--start", default=None,
+                   help="rows format: the date/time every series starts at (then --freq is "
+                   "needed), e.g. 2020-01-01; without it time is 0, 1, 2, ...")  # fmt: skip
     p.add_argument(
         "--time-format",
         default=None,
@@ -82,7 +99,8 @@ def add_parser(sub) -> None:
         "--freq",
         default=None,
         help="h, 15min, D, W, MS, ME, QS, QE, YS, YE, ... or an integer step for "
-        "integer time (default: inferred; every series must agree)",
+        "integer time (default: inferred; every series must agree; rows format: 1, or "
+        "required with --start)",
     )
     p.add_argument(
         "--on-gap",
@@ -102,8 +120,10 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--split",
         default=None,
-        help=f"split preset ({', '.join(PRESETS)}) or a JSON spec such as "
-        '\'{"kind": "holdout", "horizon": 48}\'',
+        help=f"split preset ({', '.join(PRESETS)}), holdout:H (the last H steps of each series "
+        "for validation, no test rows) or a JSON spec such as "
+        '\'{"kind": "holdout", "horizon": 48}\' (without it: no validation, unless the launch '
+        "chooses one with data.split)",
     )
     p.add_argument("--codec", default="lz4", help="Blosc compressor: lz4|lz4hc|zstd|zlib|blosclz")
     p.add_argument("--clevel", type=int, default=5, help="compression level 0-9")
@@ -118,7 +138,7 @@ def add_parser(sub) -> None:
         "--piece-rows",
         type=int,
         default=1_000_000,
-        help="input rows held in memory at once (memory against speed)",
+        help="input rows held in memory at once, values in rows format (memory against speed)",
     )
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing store at --out once the new one is complete "
@@ -163,4 +183,5 @@ def _ingest(args):
         piece_rows=args.piece_rows,
         ignore_cols=args.ignore_cols,
         time_format=args.time_format,
+        start=args.start,
     )

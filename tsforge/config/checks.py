@@ -161,12 +161,9 @@ def check_values(cfg: DictConfig) -> None:
         if value not in names:
             raise UserError(f"{key}={value}: use one of {', '.join(names)}")
     if cfg.data.split:
-        from tsforge.data.splits import preset
+        from tsforge.data.splits import parse
 
-        try:
-            preset(cfg.data.split)
-        except UserError as err:
-            raise UserError(f"data.split={cfg.data.split}: {err}") from None
+        parse(cfg.data.split, "data.split")
     _check_device(str(cfg.trainer.device))
 
 

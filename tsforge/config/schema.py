@@ -21,7 +21,9 @@ class DataConfig:
     path: str | None = None  # a store made by `tsforge data ingest` (with name=store)
     input_size: int = 96  # look-back L, in steps
     horizon: int = 24  # forecast length H, in steps
-    split: str | None = None  # a split preset; None keeps the store's own
+    # A preset, holdout:H, or a spec ({kind: holdout, horizon: 48}): splits.parse. None: the
+    # store's own split.
+    split: Any = None
     multivariate: bool = False  # all target channels in one window, or one series each
     stride: int = 1  # between training windows; >1 trades coverage for speed
     min_input_size: int | None = None  # < input_size pads short series (masked)

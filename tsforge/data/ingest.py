@@ -3,11 +3,14 @@
     from tsforge.data.ingest import ingest
     summary = ingest("data.csv", "data.zarr", freq="h", on_gap="nan")
     summary = ingest("ETTh1.csv", "etth1.zarr", format="wide", time_col="date", split="ett_hour")
+    summary = ingest("Hourly-train.csv", "m4h.zarr", format="rows", id_col="V1", split="holdout:48")
 
 (`tsforge data ingest SRC --out STORE ...` on the command line.)
 
-Input is long (`unique_id, ds, y` plus covariate columns; one row per series and time) or
-wide (a time column and one column per channel: one series with C value columns). It is read
+Input is long (`unique_id, ds, y` plus covariate columns; one row per series and time),
+wide (a time column and one column per channel: one series with C value columns), or rows
+(an id column, then one series per row, its values in time order, ragged: see
+`tsforge.data.rows`, which hands on its rows as long records). It is read
 in pieces and never held whole, in three passes over temporary files beside the output
 (see `tsforge.data.spill`):
 
@@ -30,7 +33,6 @@ folders made for `out` are removed, and a store that `overwrite` was to replace 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import operator
 import time
@@ -42,11 +44,16 @@ from tsforge.data import splits as splits_mod
 from tsforge.data.freq import Freq, format_time
 from tsforge.data.outputs import check_target, missing_parents, writing
 from tsforge.data.readers import Piece, open_source
+from tsforge.data.rows import TARGET as ROWS_TARGET
+from tsforge.data.rows import RowsSource
 from tsforge.data.spill import Spill, record_dtype
 from tsforge.data.store import Codec, ColumnRoles, StoreWriter, is_store
 from tsforge.errors import UserError
 
-FORMATS = ("long", "wide")
+FORMATS = ("long", "wide", "rows")
+# Options of long and wide input that rows input (an id, then values) has no use for.
+NOT_FOR_ROWS = {"time_col": "--time-col", "target": "--target", "hist_exog": "--hist-exog",
+                "futr_exog": "--futr-exog", "static": "--static", "series_id": "--series-id"}
 ON_GAP = ("error", "nan", "ffill")
 ON_NAN = ("error", "keep", "drop")
 # Filling gaps must not turn a wrong --freq into a store many times the input's size.
@@ -78,8 +85,8 @@ def ingest(
     out,
     *,
     format="long",
-    id_col="unique_id",
-    time_col="ds",
+    id_col=None,
+    time_col=None,
     target=None,
     hist_exog=(),
     futr_exog=(),
@@ -96,9 +103,11 @@ def ingest(
     piece_rows=1_000_000,
     ignore_cols=(),
     time_format=None,
+    start=None,
 ) -> IngestSummary:
     """Read `src` (.csv, .csv.gz, .parquet or a folder of .parquet) into the store `out`.
 
+    `id_col` defaults to `unique_id` (long) or the first column (rows); `time_col` to `ds`.
     `target` defaults to `["y"]` (long) or every column without another role (wide).
     `freq` is a string ("h", "15min", "MS", ...) or an integer step for integer time; when
     None it is inferred: the most common step of each series, which must agree.
@@ -106,12 +115,15 @@ def ingest(
     it, keep it as NaN, or drop its row (the gap it leaves then meets `on_gap`).
     `on_gap` decides what a missing step does: refuse it, insert NaN rows, or repeat the
     previous row. `min_length` counts a series' input rows (after `on_nan="drop"`, before
-    gaps are filled); shorter series are dropped and counted. `split` is a preset name of
-    `tsforge.data.splits.PRESETS` or a spec dict.
+    gaps are filled); shorter series are dropped and counted. `split` is what
+    `tsforge.data.splits.parse` reads: a preset name, `holdout:H`, JSON text or a spec dict.
     `ignore_cols` names long-format columns to leave out; any other column without a role
     is refused. `time_format` is a strptime format for text timestamps (default: detected
     from the first row). `series_id` names the one series of wide input (default: the file
-    name without its extensions). `piece_rows` bounds the rows held in memory at once.
+    name without its extensions). `piece_rows` bounds the rows held in memory at once (rows
+    format: the values). Rows input takes no time column, target, covariates or series id: its
+    time counts from 0 by `freq` (an integer step, 1 by default), or from `start` (a date/time,
+    read with `time_format` when given) by `freq` (required then).
     `overwrite` lets an existing store at `out` be replaced (only a store; see the module's
     docstring); folders missing above `out` are made, and removed again on failure.
     """
@@ -121,13 +133,19 @@ def ingest(
         _names, (hist_exog, futr_exog, static, ignore_cols)
     )
     _check_choice("--format", format, FORMATS)
+    _check_layout_options(format, time_col=time_col, target=target, hist_exog=hist_exog,
+                          futr_exog=futr_exog, static=static, series_id=series_id, start=start,
+                          time_format=time_format)  # fmt: skip
+    if format != "rows":
+        id_col = "unique_id" if id_col is None else id_col
+        time_col = "ds" if time_col is None else time_col
     _check_choice("--on-gap", on_gap, ON_GAP)
     _check_choice("--on-nan", on_nan, ON_NAN)
     min_length = _at_least_one("--min-length", min_length)
     piece_rows = _at_least_one("--piece-rows", piece_rows)
     if chunk_rows is not None:
         chunk_rows = _at_least_one("--chunk-rows", chunk_rows)
-    split_spec = _split_spec(split)
+    split_spec = splits_mod.parse(split, "--split")
     codec.build()  # an invalid codec fails now, not after reading the whole input
     out = Path(out)
     check_target(out, flag="--out", overwrite=overwrite, inputs=[src], replaceable=is_store,
@@ -135,17 +153,25 @@ def ingest(
     made = missing_parents(out, "--out")
 
     source = open_source(src, time_format=time_format)
-    roles = _roles(
-        source, format, id_col, time_col, target, hist_exog, futr_exog, static, ignore_cols
-    )
+    if format == "rows":
+        source = RowsSource(source, id_col=id_col, ignore_cols=ignore_cols, start=start,
+                            freq=freq, time_format=time_format)  # fmt: skip
+        id_col, time_col = source.id_col, "time"
+        roles = ColumnRoles(target=(ROWS_TARGET,))
+        user_freq = source.freq
+    else:
+        roles = _roles(
+            source, format, id_col, time_col, target, hist_exog, futr_exog, static, ignore_cols
+        )
     tspec = source.time_spec(time_col)
-    user_freq = Freq.parse(freq, tspec.unit) if freq is not None else None
+    if format != "rows":
+        user_freq = Freq.parse(freq, tspec.unit) if freq is not None else None
     if series_id is None:
         series_id = _stem(Path(src))
     job = _Job(
         source=source,
         roles=roles,
-        id_col=id_col if format == "long" else None,
+        id_col=id_col if format != "wide" else None,
         time_col=time_col,
         time_unit=tspec.unit,
         on_gap=on_gap,
@@ -202,6 +228,24 @@ def _check_choice(flag: str, value, choices) -> None:
         raise UserError(f"{flag} '{value}' is not one of {', '.join(choices)}")
 
 
+def _check_layout_options(format: str, *, start, time_format, **options) -> None:
+    """Refuse options the input's layout has no use for, naming them."""
+    if format != "rows":
+        if start is not None:
+            raise UserError(f"--start is for --format rows (series without a time column); "
+                            f"--format {format} reads time from --time-col: leave --start "
+                            "out")  # fmt: skip
+        return
+    for key, flag in NOT_FOR_ROWS.items():
+        if options[key] not in (None, (), []):
+            raise UserError(f"{flag} does not apply to --format rows (an id column, then the "
+                            "values in time order; time counts from --start by --freq): "
+                            f"leave {flag} out")  # fmt: skip
+    if time_format is not None and start is None:
+        raise UserError("--time-format reads --start with --format rows: give --start too, or "
+                        "leave --time-format out")  # fmt: skip
+
+
 def _at_least_one(flag: str, value) -> int:
     try:
         n = None if isinstance(value, bool) else operator.index(value)
@@ -215,25 +259,6 @@ def _at_least_one(flag: str, value) -> int:
 def _names(cols) -> tuple[str, ...]:
     """Column names from a list, or from one name given as a string."""
     return (cols,) if isinstance(cols, str) else tuple(cols)
-
-
-def _split_spec(split) -> dict | None:
-    if split is None:
-        return None
-    if isinstance(split, dict):
-        return splits_mod.validate(split)
-    text = str(split).strip()
-    if not text.startswith("{"):
-        return splits_mod.validate(splits_mod.preset(text))
-    try:
-        spec = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
-        why = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
-        raise UserError(f"--split '{text}' is not valid JSON ({why})") from None
-    try:
-        return splits_mod.validate(spec)
-    except UserError as err:
-        raise UserError(f"--split '{text}': {err}") from None
 
 
 def _stem(path: Path) -> str:
@@ -350,7 +375,9 @@ class _Job:
                 self._files.append(piece.file)
                 self._file_starts.append(self._rows - piece.first_row + 1)
             base = self._rows
-            self._rows += len(piece)
+            self._rows += piece.n_rows
+            if piece.origin is not None:  # rows input: a row without values is a short series
+                self.n_dropped_short += piece.origin.n_empty
             if len(piece):
                 spill.append(self._records(piece, base, dtype))
         spill.finish()
@@ -366,7 +393,8 @@ class _Job:
         if piece.time.null_count:
             i = int(np.flatnonzero(~_valid(piece.time))[0])
             raise UserError(
-                f"{self.at(base + i)}: {self.time_col} is empty: fix the value or drop the row"
+                f"{self.at(base + piece.row(i))}: {self.time_col} is empty: fix the value or "
+                "drop the row"
             )
         values = np.empty((n, len(self.roles.value_columns)), dtype=np.float32)
         with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused by on_nan
@@ -376,7 +404,7 @@ class _Job:
             self._check_static(piece, code, base)
         rec = np.empty(n, dtype=dtype)
         rec["code"] = code
-        rec["row"] = np.arange(base, base + n)
+        rec["row"] = base + (np.arange(n) if piece.origin is None else piece.origin.rows)
         rec["ts"] = piece.time.to_numpy(zero_copy_only=False)
         rec["v"] = values
         finite = np.isfinite(values)
@@ -394,7 +422,8 @@ class _Job:
         if ids.null_count:
             i = int(np.flatnonzero(~_valid(ids))[0])
             raise UserError(
-                f"{self.at(base + i)}: {self.id_col} is empty: give every row its series id"
+                f"{self.at(base + piece.row(i))}: {self.id_col} is empty: give every row its "
+                "series id"
             )
         index = ids.indices.to_numpy(zero_copy_only=False)
         used = np.bincount(index, minlength=len(ids.dictionary)) > 0
@@ -443,6 +472,7 @@ class _Job:
             j = int(np.flatnonzero(~finite[i])[0])
             col = self.roles.value_columns[j]
             raw = piece.columns[col][i].as_py()
+            where, col = self.at(base + piece.row(i)), piece.column(i, col)
             if raw is None:
                 what = "empty or NaN"
             elif math.isinf(raw) or math.isnan(raw):
@@ -451,7 +481,7 @@ class _Job:
                 what = f"{raw:g}, beyond the float32 range"
             series = f" (series '{self.ids[rec['code'][i]]}')" if self.id_col else ""
             raise UserError(
-                f"{self.at(base + i)}: {col} is {what}{series}: fill it, or pass "
+                f"{where}: {col} is {what}{series}: fill it, or pass "
                 "--on-nan keep to store NaN or --on-nan drop to remove such rows"
             )
         # "keep" stores NaN; "drop" removes the rows in pass 3, after their timestamps

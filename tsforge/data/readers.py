@@ -72,17 +72,44 @@ class TimeSpec:
 
 
 @dataclasses.dataclass
+class Origin:
+    """Where the records of a piece of rows-layout input come from (`tsforge.data.rows`):
+    there an input row holds a whole series, one record per value."""
+
+    rows: np.ndarray  # each record's data row, counted from the piece's first row (0, 1, ...)
+    cols: np.ndarray  # each record's input column, as an index into `names`
+    names: list[str]
+    n_rows: int  # input rows the piece covers
+    n_empty: int  # of them, rows without any value
+
+
+@dataclasses.dataclass
 class Piece:
-    """A run of consecutive input rows, converted."""
+    """A run of consecutive input rows, converted: one record per row (long and wide input),
+    or per value of a row (rows input, with its `origin`)."""
 
     file: str  # as shown in messages
     first_row: int  # 1-based data row (header excluded) of the piece's first row in `file`
     ids: pa.DictionaryArray | None  # None in wide format
     time: pa.Array  # int64, nulls for empty cells
     columns: dict[str, pa.Array]  # float64, nulls for empty cells
+    origin: Origin | None = None
 
     def __len__(self) -> int:
         return len(self.time)
+
+    @property
+    def n_rows(self) -> int:
+        """Input rows the piece covers."""
+        return len(self) if self.origin is None else self.origin.n_rows
+
+    def row(self, i: int) -> int:
+        """The data row of record `i`, counted from the piece's first row (0, 1, ...)."""
+        return i if self.origin is None else int(self.origin.rows[i])
+
+    def column(self, i: int, col: str) -> str:
+        """The input column of record `i`'s value in column `col`."""
+        return col if self.origin is None else self.origin.names[int(self.origin.cols[i])]
 
 
 def open_source(src, *, time_format: str | None = None) -> CsvSource | ParquetSource:
@@ -158,6 +185,23 @@ def detect_time(
         f"{file} row {row}: {col} '{value}' is not a timestamp: {_TIME_FIX}, "
         "or give its format with --time-format (e.g. %d.%m.%Y)"
     )
+
+
+def read_time(value: str, time_format: str | None = None) -> tuple[TimeSpec, int] | None:
+    """One text date/time as (its spec, ns since the epoch), read with `time_format` or a
+    format of `TIME_FORMATS` (ISO 8601 with fractions too); None if it is not one."""
+    value = value.strip()
+    if time_format:
+        fmt = time_format if _strptime_ok(value, time_format) else None
+    else:
+        fmt = _format_of(value)
+    if fmt is None:
+        return None
+    if fmt == ISO8601:
+        ns = pc.cast(pa.array([value]), pa.timestamp("ns"))
+    else:
+        ns = pc.strptime(pa.array([value]), format=fmt, unit="ns")
+    return TimeSpec("ns", fmt), int(ns.cast(pa.int64())[0].as_py())
 
 
 def _strptime_ok(value: str, fmt: str) -> bool:
@@ -347,14 +391,7 @@ class CsvSource:
         types[time_col] = pa.int64() if time.unit == "index" else pa.timestamp("ns")
         types.update({c: pa.float64() for c in numeric})
         roles = {time_col: time, **{c: "number" for c in numeric}}
-        # Cut chunks of about `piece_rows` rows (at most 256 MiB); a chunk always ends a line.
-        size = int(min(max(piece_rows * self._bytes_per_row, 64), 256 << 20))
-        row = 1
-        for chunk in self._chunks(size):
-            try:
-                table = self._parse(chunk, types, time_fmt=time.fmt)
-            except pa.ArrowInvalid as err:
-                raise self._diagnose(err, chunk, row, roles) from None
+        for row, table in self.tables(types, roles, piece_rows, time_fmt=time.fmt):
             if id_col is not None:
                 table = table.unify_dictionaries()
             time_arr = table.column(time_col).combine_chunks()
@@ -367,6 +404,22 @@ class CsvSource:
                 time=time_arr,
                 columns={c: table.column(c).combine_chunks() for c in numeric},
             )
+
+    def tables(
+        self, types: dict[str, pa.DataType], roles: dict, piece_rows: int, *, time_fmt=None
+    ) -> Iterator[tuple[int, pa.Table]]:
+        """(first data row, table) for runs of about `piece_rows` rows, the columns of `types`
+        parsed as such; a cell Arrow refuses is a `UserError` naming its row and column (read
+        as a number, or as a time when its `roles` entry is a `TimeSpec`)."""
+        # Chunks of about `piece_rows` rows (at most 256 MiB); a chunk always ends a line.
+        size = int(min(max(piece_rows * self._bytes_per_row, 64), 256 << 20))
+        row = 1
+        for chunk in self._chunks(size):
+            try:
+                table = self._parse(chunk, types, time_fmt=time_fmt)
+            except pa.ArrowInvalid as err:
+                raise self._diagnose(err, chunk, row, roles) from None
+            yield row, table
             row += table.num_rows
 
     # -- finding the row behind an Arrow error (only on the failure path) -------------------
@@ -487,6 +540,18 @@ class ParquetSource:
         piece_rows: int,
     ) -> Iterator[Piece]:
         need = ([id_col] if id_col is not None else []) + [time_col] + list(numeric)
+        for name, row, batch in self.tables(need, piece_rows):
+            yield Piece(
+                file=name,
+                first_row=row,
+                ids=_ids(batch.column(id_col)) if id_col is not None else None,
+                time=_time(batch.column(time_col), time, name, time_col, row),
+                columns={c: numbers(batch.column(c), name, c, row) for c in numeric},
+            )
+
+    def tables(self, need: list[str], piece_rows: int) -> Iterator[tuple[str, int, pa.RecordBatch]]:
+        """(file, first data row, batch) for runs of at most `piece_rows` rows of the
+        columns `need`, file by file; a file without one of them is a `UserError`."""
         for path in self.files:
             f = self._file(path)
             name = self._name(path)
@@ -497,22 +562,21 @@ class ParquetSource:
                 )
             row = 1
             for batch in self._batches(f, path, batch_size=piece_rows, columns=need):
-                yield Piece(
-                    file=name,
-                    first_row=row,
-                    ids=_ids(batch.column(id_col)) if id_col is not None else None,
-                    time=_time(batch.column(time_col), time, name, time_col, row),
-                    columns={c: _numbers(batch.column(c), name, c, row) for c in numeric},
-                )
+                yield name, row, batch
                 row += batch.num_rows
 
 
 def _ids(arr: pa.Array) -> pa.DictionaryArray:
+    return pc.dictionary_encode(text(arr))
+
+
+def text(arr: pa.Array) -> pa.Array:
+    """Ids of any Parquet type as strings."""
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if not pa.types.is_string(arr.type):
         arr = arr.cast(pa.string())
-    return pc.dictionary_encode(arr)
+    return arr
 
 
 def _time(arr: pa.Array, spec: TimeSpec, file: str, col: str, row: int) -> pa.Array:
@@ -546,7 +610,9 @@ def _time(arr: pa.Array, spec: TimeSpec, file: str, col: str, row: int) -> pa.Ar
     return parsed.cast(pa.int64())
 
 
-def _numbers(arr: pa.Array, file: str, col: str, row: int) -> pa.Array:
+def numbers(arr: pa.Array, file: str, col: str, row: int) -> pa.Array:
+    """A Parquet column as float64 (nulls kept); text that is not a number is a `UserError`
+    naming `file`, the row (counted from `row`) and `col`."""
     t = arr.type
     if (
         pa.types.is_floating(t)

@@ -333,10 +333,6 @@ def _calendar_feature(name: str, tau_BT: np.ndarray) -> np.ndarray:
     return (d - d.astype("datetime64[Y]")).astype(np.int64) / 365.0 - 0.5  # day_of_year
 
 
-def _split_spec(split: str | dict) -> dict:
-    return splits.preset(split) if isinstance(split, str) else splits.validate(split)
-
-
 def build_store(
     out: str | os.PathLike,
     *,
@@ -348,7 +344,7 @@ def build_store(
 ) -> Store:
     """Generate series into a new store at `out` (streamed: memory is one block)."""
     spec = SyntheticSpec.from_kwargs(gen_kwargs)
-    split_spec = _split_spec(split)
+    split_spec = splits.parse(split, "split")
     with StoreWriter(
         out, roles=spec.roles, freq=spec.freq, codec=codec or Codec(), chunk_rows=chunk_rows,
         overwrite=overwrite,

@@ -219,7 +219,7 @@ def _series_stats(run: TrainedRun, store: Store, wanted: np.ndarray):
     loaders scale the training store's series of the same id with (`train_series_stats`).
     Only the `wanted` series need one; the others get loc 0, scale 1 (never read)."""
     train, data = run.store, run.cfg.data
-    loc, scale = train_series_stats(train, builders._split_spec(data, train), data.scaling)
+    loc, scale = train_series_stats(train, builders.split_spec(data, train), data.scaling)
     if train.n_series == 1 and store.n_series == 1:  # wide data: ids come from file names
         return loc, scale
     where = {str(uid): i for i, uid in enumerate(train.ids)}

@@ -49,7 +49,7 @@ def _check_train_target(data: DictConfig, st: Store) -> None:
     store worth training on."""
     from tsforge.data import splits
 
-    _, train_hi = splits.resolve(_split_spec(data, st), st.lengths, "train")
+    _, train_hi = splits.resolve(split_spec(data, st), st.lengths, "train")
     starts = st.indptr[:-1]
     ends = starts + np.minimum(train_hi, np.diff(st.indptr))
     target = st.column_index(st.roles.target)
@@ -85,10 +85,11 @@ def loss(cfg: DictConfig):
     return build_loss(cfg.name, **kwargs)
 
 
-def _split_spec(data: DictConfig, st: Store) -> dict:
+def split_spec(data: DictConfig, st: Store) -> dict:
+    """The split chosen at launch (`data.split`: a preset, `holdout:H`, JSON), else the store's."""
     from tsforge.data import splits
 
-    return splits.preset(data.split) if data.split else st.splits
+    return splits.parse(data.split, "data.split") or st.splits
 
 
 def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, WindowLoader]:
@@ -101,7 +102,7 @@ def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, W
         multivariate=data.multivariate,
     )
     common = dict(
-        split_spec=_split_spec(data, st), rank=env.rank, world_size=env.world_size, seed=seed,
+        split_spec=split_spec(data, st), rank=env.rank, world_size=env.world_size, seed=seed,
         scaling=data.scaling, scale_by=data.scale_by, num_workers=data.num_workers,
         cache_mb=data.cache_mb, pin_memory=env.device.type == "cuda",
     )  # fmt: skip
@@ -222,7 +223,7 @@ def mase_scales(data: DictConfig, st: Store, block_rows: int = 1 << 20) -> np.nd
     from tsforge.data import splits
     from tsforge.metrics import mase_scale
 
-    _, train_hi = splits.resolve(_split_spec(data, st), st.lengths, "train")
+    _, train_hi = splits.resolve(split_spec(data, st), st.lengths, "train")
     cols = st.column_index(st.roles.target)
     starts = st.indptr[:-1]
     ends = starts + np.minimum(train_hi, np.diff(st.indptr))
