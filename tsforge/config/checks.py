@@ -5,7 +5,7 @@ line naming the key and exit code 2. `check_overrides` composes the config once 
 value (Hydra's own compose API, so the rules are Hydra's) and turns the first error into a
 `UserError`. Past the schema's types, `check_values` bounds the numbers (no negative lr, no
 zero horizon, no NaN anywhere), checks the names (schedule, precision, device: `cuda` needs a
-GPU) and the data (`builders.check_data`), so that nothing starts on a value that would fail
+GPU) and the data (`data.chosen.check_data`), so that nothing starts on a value that would fail
 later or silently train on nonsense.
 """
 
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tsforge.config import CONF_DIR
-from tsforge.config.schema import register
+from tsforge.config.schema import PRECISIONS, SCHEDULES, register
 from tsforge.errors import UserError
 
 
@@ -113,8 +113,6 @@ def _choices() -> dict[str, tuple[str, ...]]:
     from tsforge.data.loader import MODES
     from tsforge.data.scaling import METHODS, SCALE_BY
     from tsforge.losses import LOSSES
-    from tsforge.train.precision import PRECISIONS
-    from tsforge.train.schedule import SCHEDULES
 
     return {
         "optim.schedule": SCHEDULES, "trainer.precision": PRECISIONS, "loss.name": tuple(LOSSES),
@@ -221,7 +219,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
             cfg = compose(config_name="config", overrides=overrides)
         _check_keys(cfg)
         check_values(cfg)
-        from tsforge.train.builders import check_data
+        from tsforge.data.chosen import check_data
 
         check_data(cfg.data)
         OmegaConf.resolve(cfg)

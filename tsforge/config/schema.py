@@ -14,6 +14,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+# Names of the trainer's settings that the training code implements (train.precision,
+# train.schedule): kept here, with the schema, so the checks before launch read them without
+# importing the training code.
+PRECISIONS = ("auto", "fp32", "bf16")
+SCHEDULES = ("cosine", "onecycle", "constant")
+
 
 @dataclass
 class DataConfig:

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from tsforge.config.checks import check_saved
+from tsforge.data import chosen
 from tsforge.data.store import Store
 from tsforge.errors import UserError
 from tsforge.train import CHECKPOINTS, builders
@@ -90,7 +91,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun
     # One process, whatever launched this one: no process group is joined.
     env = DistEnv(rank=0, local_rank=0, world_size=1, device=_device(cfg.trainer.device),
                   backend=None)
-    store = builders.store(cfg.data)
+    store = chosen.store(cfg.data)
     loss = builders.loss(cfg.loss).to(env.device)  # its buffers (quantile levels) too
     model = builders.model(cfg.model, cfg.data, store, loss)
     ckpt = load_checkpoint(path, fingerprint=store.fingerprint, model_name=cfg.model.name)

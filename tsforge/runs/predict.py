@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from tsforge.data import chosen
 from tsforge.data import scaling as scaling_mod
 from tsforge.data.freq import Freq
 from tsforge.data.loader import WindowLoader, WindowSpec, train_series_stats
@@ -47,7 +48,6 @@ from tsforge.errors import UserError
 from tsforge.forecasts import quantile_column
 from tsforge.models import MODELS
 from tsforge.runs.load import TrainedRun
-from tsforge.train import builders
 from tsforge.train.precision import autocast_dtype, forecast
 
 OUTPUT_SUFFIXES = FORECAST_SUFFIXES
@@ -219,7 +219,7 @@ def _series_stats(run: TrainedRun, store: Store, wanted: np.ndarray):
     loaders scale the training store's series of the same id with (`train_series_stats`).
     Only the `wanted` series need one; the others get loc 0, scale 1 (never read)."""
     train, data = run.store, run.cfg.data
-    loc, scale = train_series_stats(train, builders.split_spec(data, train), data.scaling)
+    loc, scale = train_series_stats(train, chosen.split_spec(data, train), data.scaling)
     if train.n_series == 1 and store.n_series == 1:  # wide data: ids come from file names
         return loc, scale
     where = {str(uid): i for i, uid in enumerate(train.ids)}

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tsforge.config.flat import flat
 from tsforge.config.models import model_kwargs
-from tsforge.data import registry
+from tsforge.data.chosen import metrics_unscaled, split_spec
 from tsforge.data.loader import WindowLoader, WindowSpec
 from tsforge.data.store import Store
 from tsforge.errors import UserError
@@ -35,47 +35,6 @@ def seed_everything(seed: int, rank: int) -> None:
     torch.set_rng_state(model_seed_state)
 
 
-def check_data(data: DictConfig) -> None:
-    """Data settings that are wrong, checked before launch (the run directory is not made)."""
-    if data.name == "store":
-        st = store(data)  # exists and is a store of this schema, or a UserError saying so
-        _check_train_target(data, st)
-    _metrics_unscaled(data)
-
-
-def _check_train_target(data: DictConfig, st: Store) -> None:
-    """A target with no finite value in the train split would train on nothing (NaN losses
-    and metrics). Reads chunk by chunk and stops at the first finite value: one read for any
-    store worth training on."""
-    from tsforge.data import splits
-
-    _, train_hi = splits.resolve(split_spec(data, st), st.lengths, "train")
-    starts = st.indptr[:-1]
-    ends = starts + np.minimum(train_hi, np.diff(st.indptr))
-    target = st.column_index(st.roles.target)
-    rows = st.chunk_rows
-    for k in range(-(-st.n_timesteps // rows)):
-        a, b = k * rows, min((k + 1) * rows, st.n_timesteps)
-        row = np.arange(a, b)
-        series = np.searchsorted(st.indptr, row, side="right") - 1
-        in_train = row < ends[series]
-        if in_train.any() and np.isfinite(st.rows(a, b)[in_train][:, target]).any():
-            return
-    raise UserError(
-        f"data.path={data.path}: the target ({', '.join(st.roles.target)}) has no value in "
-        "the train split (all NaN or empty): ingest the data with its values, or name the "
-        "right column with --target"
-    )
-
-
-def store(data: DictConfig) -> Store:
-    if data.name == "store":
-        if not data.path:
-            raise UserError("data=store needs data.path=<a store made by 'tsforge data ingest'>")
-        return Store(data.path)
-    return registry.prepare(data.name)
-
-
 def loss(cfg: DictConfig):
     kwargs: dict[str, Any] = {}
     if cfg.name == "huber":
@@ -83,13 +42,6 @@ def loss(cfg: DictConfig):
     elif cfg.name == "quantile":
         kwargs["quantiles"] = list(cfg.quantiles)
     return build_loss(cfg.name, **kwargs)
-
-
-def split_spec(data: DictConfig, st: Store) -> dict:
-    """The split chosen at launch (`data.split`: a preset, `holdout:H`, JSON), else the store's."""
-    from tsforge.data import splits
-
-    return splits.parse(data.split, "data.split") or st.splits
 
 
 def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, WindowLoader]:
@@ -211,7 +163,7 @@ def evaluator(cfg: DictConfig, loaders_: dict, loss_fn, env: DistEnv) -> Evaluat
         mase_scale_SC=mase_scales(cfg.data, st),
         plot_windows=cfg.trainer.plot_series,
         autocast_dtype=autocast_dtype(cfg.trainer.precision, env.device),
-        unscale=_metrics_unscaled(cfg.data),
+        unscale=metrics_unscaled(cfg.data),
     )
 
 
@@ -239,18 +191,6 @@ def mase_scales(data: DictConfig, st: Store, block_rows: int = 1 << 20) -> np.nd
             out[i] = [mase_scale(rows[:, c], int(data.season)) for c in range(len(cols))]
         first = last
     return out
-
-
-def _metrics_unscaled(data: DictConfig) -> bool:
-    if data.metrics_on not in ("original", "scaled"):
-        raise UserError(f"data.metrics_on={data.metrics_on!r}: use original or scaled")
-    if data.metrics_on == "scaled" and (data.scale_by != "series" or data.scaling == "none"):
-        # per-window scaled values differ from window to window: metrics on them mean nothing
-        raise UserError(
-            "data.metrics_on=scaled needs data.scale_by=series (and a scaling): the metrics "
-            "are then on train-standardized values; or use data.metrics_on=original"
-        )
-    return data.metrics_on == "original"
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from tsforge.config.schema import PRECISIONS
 from tsforge.errors import UserError
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

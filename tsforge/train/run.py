@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tsforge.data import chosen
 from tsforge.errors import EXIT_REQUEUE, UserError
 from tsforge.train import builders, stop
 from tsforge.train.checkpoint import CheckpointManager, load_checkpoint, load_weights
@@ -71,7 +72,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
         remove_temporaries(run_dir)
         checkpoints.remove_temporaries()
 
-    store = builders.store(cfg.data)
+    store = chosen.store(cfg.data)
     loss = builders.loss(cfg.loss).to(env.device)  # quantile levels live on the device
     loaders = builders.loaders(cfg.data, cfg.trainer.seed, store, env)
     model = builders.model(cfg.model, cfg.data, store, loss).to(env.device)

@@ -10,9 +10,8 @@ import math
 
 import torch
 
+from tsforge.config.schema import SCHEDULES
 from tsforge.errors import UserError
-
-SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 def lr_factor(step: int, *, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
