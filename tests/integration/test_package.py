@@ -78,3 +78,34 @@ def test_a_folder_of_the_users_own_configs_is_found(installed, where):
                "trainer.plot_series=0", f"hydra.run.dir=runs/{name}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((installed[1] / "runs" / name / "metrics.json").read_text())["steps"] == 12
+
+
+def test_ingest_rows_predict_and_score_from_the_wheel(installed):
+    """The user's path from a file of their own: one row per series in, forecasts for every
+    series, scored; with what the wheel declares (pandas for score, pyarrow for files)."""
+    where = installed[1]
+    rows = ["id,v1,v2,v3,v4,v5,v6,v7,v8,v9,v10,v11,v12"]
+    rows += [f"s{i}," + ",".join(str(10 * i + (t % 4)) for t in range(12)) for i in range(3)]
+    (where / "rows.csv").write_text("\n".join(rows) + "\n")
+    proc = run(installed, "-m", "tsforge", "data", "ingest", "rows.csv", "--format", "rows",
+               "--out", "rows.zarr")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(installed, "-m", "tsforge.launch", "data=store", "data.path=rows.zarr",
+               "data.input_size=4", "data.horizon=2", "data.season=4", "model=dlinear",
+               "data.split=holdout:2", "trainer.max_steps=4", "trainer.val_every_steps=2",
+               "trainer.plot_series=0", "hydra.run.dir=runs/rows")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(installed, "-m", "tsforge", "predict", "runs/rows", "--input", "rows.zarr",
+               "--output", "forecasts.csv")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    forecasts = (where / "forecasts.csv").read_text().splitlines()
+    assert forecasts[0].startswith("unique_id,ds,") and len(forecasts) == 1 + 3 * 2
+    actuals = ["unique_id,ds,y"] + [f"s{i},{t},{10 * i + t % 4}" for i in range(3)
+                                    for t in (12, 13)]  # fmt: skip
+    (where / "actuals.csv").write_text("\n".join(actuals) + "\n")
+    proc = run(installed, "-m", "tsforge", "score", "forecasts.csv", "--actuals", "actuals.csv",
+               "--history", "rows.zarr", "--season", "4", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["n_series"] == 3 and report["metrics"]["mae"] >= 0
+    assert report["baselines"]["seasonal_naive"]["mae"] == pytest.approx(0.0)  # period 4
