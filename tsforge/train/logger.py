@@ -1,10 +1,20 @@
-"""Run logging: `metrics.jsonl` and TensorBoard from one rank, a null logger on the others.
+"""Run logging: `metrics.jsonl`, TensorBoard and the console from one rank, a null logger on
+the others.
 
-`make_logger(run_dir, is_main)` is the one place that decides which rank writes; the loop
-calls the same methods on every rank.
+`make_logger(run_dir, is_main, val_metrics)` is the one place that decides which rank writes;
+the loop calls the same methods on every rank.
 
     RUN_DIR/metrics.jsonl   one JSON object per logged step or evaluation, with `step`
-    RUN_DIR/tb/             TensorBoard events (`tensorboard --logdir RUN_DIR/tb`)
+    RUN_DIR/tb/             TensorBoard events (`tensorboard --logdir RUN_DIR/tb`): scalars,
+                            forecast images and a custom-scalars layout of one chart per
+                            quantity (never two scales on one axis)
+    RUN_DIR/tb/test/        the HParams session: the config (session start info) and the
+                            test metrics, the only scalars there, so that the HParams tab
+                            offers them as its metric columns
+
+No experiment summary is written: TensorBoard then builds the HParams table from the runs in
+its logdir and marks the config keys whose values differ between them, which it shows first
+(the keys a sweep varies), beside the test metrics.
 """
 
 from __future__ import annotations
@@ -12,14 +22,29 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# Charts of the custom-scalars layout, by category: one tag (or one regex) per chart.
+TRAIN_CHARTS = {
+    "loss": ["train/loss", "val/loss"],
+    "optimizer": ["train/lr", "train/grad_norm"],
+    "throughput": ["perf/windows_per_s", r"perf/windows_per_s_rank\d+", "perf/step_time_ms",
+                   "perf/data_wait_frac"],
+    "memory": ["mem/cpu_rss_mb"],
+}  # fmt: skip
+HPARAMS_RUN = "test"  # the HParams session's folder under tb/
+
 
 class NullLogger:
     """What non-main ranks get: every call does nothing."""
+
+    def begin(self, step: int, max_steps: int, watch: str, best: float = math.inf,
+              best_step: int | None = None) -> None:  # fmt: skip
+        pass
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         pass
@@ -39,31 +64,42 @@ def _plain(value: Any) -> Any:
     return value if math.isfinite(value) else None
 
 
-class RunLogger(NullLogger):
-    """Writes every record to `metrics.jsonl` and to TensorBoard under `tb/`."""
+def duration(seconds: float) -> str:
+    """`1:02:03` or `2:03` (h:mm:ss, m:ss)."""
+    s = max(0, int(round(seconds)))
+    h, m = divmod(s, 3600)
+    return f"{h}:{m // 60:02d}:{m % 60:02d}" if h else f"{m // 60}:{m % 60:02d}"
 
-    def __init__(self, run_dir: str | Path):
+
+def layout(val_metrics: Iterable[str]) -> dict[str, dict[str, list]]:
+    """The custom-scalars layout: each chart holds one quantity, so its axis has one scale."""
+    charts = {**TRAIN_CHARTS}
+    charts["validation"] = [f"val/{m}" for m in val_metrics if m != "loss"]
+    return {
+        category: {tag.replace(r"\d+", "<r>"): ["Multiline", [tag]] for tag in tags}
+        for category, tags in charts.items()
+        if tags
+    }
+
+
+class RunLogger(NullLogger):
+    """Writes every record to `metrics.jsonl`, to TensorBoard under `tb/`, and one console
+    line per training log or evaluation."""
+
+    def __init__(self, run_dir: str | Path, val_metrics: Iterable[str] = ()):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = Path(run_dir)
         self.jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
         self.tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
-        self._layout()
+        self.tb.add_custom_scalars(layout(val_metrics))
+        self.begin(0, 0, "loss")
 
-    def _layout(self) -> None:
-        # The dashboard opens with the loss curves together and the throughput together.
-        self.tb.add_custom_scalars(
-            {
-                "tsforge": {
-                    "loss": ["Multiline", ["train/loss", "val/loss"]],
-                    "validation": ["Multiline", ["val/mae", "val/mse"]],
-                    "throughput": [
-                        "Multiline", ["perf/windows_per_s", r"perf/windows_per_s_rank\d+"]
-                    ],
-                    "data wait": ["Multiline", ["perf/data_wait_frac"]],
-                }
-            }
-        )
+    def begin(self, step: int, max_steps: int, watch: str, best: float = math.inf,
+              best_step: int | None = None) -> None:  # fmt: skip
+        """Where this start of the run begins: for the progress, ETA and best-so-far lines."""
+        self.t0, self.step0, self.max_steps = time.monotonic(), step, max_steps
+        self.watch, self.best, self.best_step = f"val/{watch}", best, best_step
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self._print(step, values)
@@ -74,30 +110,54 @@ class RunLogger(NullLogger):
             if math.isfinite(float(value)):
                 self.tb.add_scalar(key, float(value), int(step))
 
+    def _progress(self, step: int) -> str:
+        """`step 40/200  elapsed 0:12  ETA 0:48` (ETA from this start's pace)."""
+        width = len(str(self.max_steps))
+        elapsed = time.monotonic() - self.t0
+        done, left = step - self.step0, self.max_steps - step
+        eta = duration(elapsed / done * left) if done > 0 else "?"
+        return f"step {step:>{width}}/{self.max_steps}  elapsed {duration(elapsed)}  ETA {eta}"
+
     def _print(self, step: int, values: dict[str, float]) -> None:
-        """One console line per training log or evaluation, so a run shows its progress."""
         if "train/loss" in values:
             print(
-                f"step {step:>6}  loss {values['train/loss']:.4f}  lr {values['train/lr']:.2e}  "
-                f"{values['perf/windows_per_s']:,.0f} windows/s  "
+                f"{self._progress(step)}  loss {values['train/loss']:.4f}  "
+                f"lr {values['train/lr']:.2e}  {values['perf/windows_per_s']:,.0f} windows/s  "
                 f"data wait {100 * values['perf/data_wait_frac']:.0f}%",
                 flush=True,
             )
-        elif any(k.startswith("val/") for k in values):
-            shown = "  ".join(
-                f"{k} {v:.4f}" for k, v in values.items() if k in ("val/loss", "val/mae", "val/mse")
-            )
-            print(f"step {step:>6}  {shown}", flush=True)
+        elif self.watch in values:
+            value = values[self.watch]
+            if value < self.best:
+                self.best, self.best_step = value, step
+            best = "new best" if self.best_step == step else \
+                f"best {self.best:.4f} at step {self.best_step}"  # fmt: skip
+            shown = [f"{self.watch} {value:.4f} ({best})"]
+            shown += [f"{k} {values[k]:.4f}" for k in ("val/mse", "val/mae", "val/loss")
+                      if k in values and k != self.watch]  # fmt: skip
+            width = len(str(self.max_steps))
+            print(f"step {step:>{width}}/{self.max_steps}  validation  {'  '.join(shown)}",
+                  flush=True)  # fmt: skip
 
     def images(self, step: int, tag: str, image_HWC: np.ndarray) -> None:
         self.tb.add_image(tag, image_HWC, int(step), dataformats="HWC")
 
     def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The config as the HParams session of this run, with `metrics` (the test metrics)
+        as its only scalars: the HParams tab's metric columns."""
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+
         flat = {
             k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()
         }
-        finite = {f"hparam/{k}": float(v) for k, v in metrics.items() if _plain(v) is not None}
-        self.tb.add_hparams(flat, finite, run_name=".")
+        finite = {k: float(v) for k, v in metrics.items() if _plain(v) is not None}
+        _, start, end = hparams(flat, finite)  # the experiment summary is left to TensorBoard
+        with SummaryWriter(log_dir=str(self.run_dir / "tb" / HPARAMS_RUN)) as writer:
+            writer.file_writer.add_summary(start)
+            writer.file_writer.add_summary(end)
+            for key, value in finite.items():
+                writer.add_scalar(key, value)
 
     def close(self) -> None:
         self.tb.flush()
@@ -105,5 +165,6 @@ class RunLogger(NullLogger):
         self.jsonl.close()
 
 
-def make_logger(run_dir: str | Path, is_main: bool) -> NullLogger:
-    return RunLogger(run_dir) if is_main else NullLogger()
+def make_logger(run_dir: str | Path, is_main: bool, val_metrics: Iterable[str] = ()) -> NullLogger:
+    """`val_metrics`: the names the evaluator reports (`mae`, `mse`, ...), one chart each."""
+    return RunLogger(run_dir, val_metrics) if is_main else NullLogger()
