@@ -6,6 +6,7 @@ pytest tests/integration/test_dashboard.py
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -180,3 +181,35 @@ def test_tensorboard_server_serves_the_run(run):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_sweep_s_hparams_columns_are_the_keys_it_varies_and_the_test_metrics(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    from tests.integration.test_training import SMALL
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tsforge.launch", "-m", "optim.lr=1e-3,3e-3", *SMALL,
+         "trainer.max_steps=4", "trainer.val_every_steps=2", "trainer.plot_series=0",
+         f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TSFORGE_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for num in (0, 1):
+        acc = _accumulator(sweep / str(num) / "tb" / "test")
+        content = acc.PluginTagToContent("hparams")
+        exp = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+        assert [(h.name, h.differs) for h in exp.hparam_infos] == [("optim.lr", True)]
+        assert exp.hparam_infos[0].type == api_pb2.DATA_TYPE_FLOAT64
+        assert list(exp.hparam_infos[0].domain_discrete.values) and sorted(
+            v.number_value for v in exp.hparam_infos[0].domain_discrete.values
+        ) == pytest.approx([1e-3, 3e-3])
+        final = json.loads((sweep / str(num) / "metrics.json").read_text())
+        tags = [m.name.tag for m in exp.metric_infos]
+        assert sorted(tags) == sorted(f"test/{k}" for k in final["test"] if k != "loss")
+        assert tags[:2] == ["test/mae", "test/mse"]  # the evaluator's order, not the alphabet
+        start = metadata.parse_session_start_info_plugin_data(
+            content[metadata.SESSION_START_INFO_TAG])
+        assert start.hparams["optim.lr"].number_value == pytest.approx([1e-3, 3e-3][num])

@@ -12,9 +12,10 @@ the loop calls the same methods on every rank.
                             test metrics, the only scalars there, so that the HParams tab
                             offers them as its metric columns
 
-No experiment summary is written: TensorBoard then builds the HParams table from the runs in
-its logdir and marks the config keys whose values differ between them, which it shows first
-(the keys a sweep varies), beside the test metrics.
+The HParams tab's columns: for a run of a sweep, the keys the sweep varies (marked as
+differing) and the test metrics, from an experiment summary that every run of the sweep writes
+alike (`experiment`). A run of no sweep writes none: TensorBoard builds the table from the
+runs in its logdir, marking the keys whose values differ between them, which it shows first.
 """
 
 from __future__ import annotations
@@ -73,13 +74,48 @@ def duration(seconds: float) -> str:
 
 def layout(val_metrics: Iterable[str]) -> dict[str, dict[str, list]]:
     """The custom-scalars layout: each chart holds one quantity, so its axis has one scale."""
-    charts = {**TRAIN_CHARTS}
-    charts["validation"] = [f"val/{m}" for m in val_metrics if m != "loss"]
+    charts = {"loss": TRAIN_CHARTS["loss"],  # then the validation metrics, then the rest
+              "validation": [f"val/{m}" for m in val_metrics if m != "loss"], **TRAIN_CHARTS}
     return {
         category: {tag.replace(r"\d+", "<r>"): ["Multiline", [tag]] for tag in tags}
         for category, tags in charts.items()
         if tags
     }
+
+
+def _flat_value(value: Any) -> int | float | str | bool:
+    return value if isinstance(value, (int, float, str, bool)) else str(value)
+
+
+def hparam_kind(values: list) -> type:
+    """The one type an HParams column of these values takes: bool, float, else str."""
+    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else str
+             for v in map(_flat_value, values)}  # fmt: skip
+    return kinds.pop() if len(kinds) == 1 else str
+
+
+def experiment(varied: dict[str, list], metrics: list[str]):
+    """The HParams experiment summary of a sweep: its columns are the keys the sweep varies
+    (marked as differing, their values as the domain) and the test metrics, in this order.
+
+    Without one TensorBoard builds it from the runs it finds, every config key a column, and
+    shows five of them at first, alphabetically after those that differ."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.plugins.hparams.summary_v2 import Discrete
+
+    infos = []
+    for key, values in varied.items():
+        kind = hparam_kind(values)
+        info = api_pb2.HParamInfo(name=key, differs=True)
+        Discrete(list(dict.fromkeys(kind(_flat_value(v)) for v in values))).update_hparam_info(info)
+        infos.append(info)
+    names = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m)) for m in metrics]
+    data = plugin_data_pb2.HParamsPluginData(
+        experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=names)
+    )
+    meta = metadata.create_summary_metadata(data)
+    return Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=meta)])
 
 
 class RunLogger(NullLogger):
@@ -142,18 +178,23 @@ class RunLogger(NullLogger):
     def images(self, step: int, tag: str, image_HWC: np.ndarray) -> None:
         self.tb.add_image(tag, image_HWC, int(step), dataformats="HWC")
 
-    def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
+    def hparams(self, config: dict[str, Any], metrics: dict[str, float],
+                varied: dict[str, list] | None = None) -> None:  # fmt: skip
         """The config as the HParams session of this run, with `metrics` (the test metrics)
-        as its only scalars: the HParams tab's metric columns."""
+        as its only scalars: the HParams tab's metric columns. `varied`: the keys the run's
+        sweep varies, with their values, the tab's columns (see `experiment`)."""
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
-        flat = {
-            k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()
-        }
+        flat = {k: _flat_value(v) for k, v in config.items()}
+        for key, values in (varied or {}).items():  # one type per column, the domain's
+            if key in flat:
+                flat[key] = hparam_kind(values)(flat[key])
         finite = {k: float(v) for k, v in metrics.items() if _plain(v) is not None}
-        _, start, end = hparams(flat, finite)  # the experiment summary is left to TensorBoard
+        _, start, end = hparams(flat, finite)
         with SummaryWriter(log_dir=str(self.run_dir / "tb" / HPARAMS_RUN)) as writer:
+            if varied:
+                writer.file_writer.add_summary(experiment(varied, list(finite)))
             writer.file_writer.add_summary(start)
             writer.file_writer.add_summary(end)
             for key, value in finite.items():

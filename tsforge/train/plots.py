@@ -22,7 +22,12 @@ def window_label(store, series: int, channel: int, t: int) -> tuple[str, str]:
         sid = f"{sid} {targets[channel]}"
     start = Freq.parse(store.freq, store.time_unit).step(int(store.starts[series]), int(t))
     when = format_time(start, store.time_unit)
-    when = f"t={when}" if store.time_unit == "index" else when.removesuffix(" 00:00:00")
+    if store.time_unit == "index":
+        when = f"t={when}"
+    else:  # 2020-03-13, 2020-03-13 05:00, 2020-03-13 05:00:30
+        when = when.removesuffix(" 00:00:00")
+        if when.count(":") == 2 and when.endswith(":00"):
+            when = when[: -len(":00")]
     title = f"series {sid} · forecast from {when}"
     return title, re.sub(r"[^\w.-]+", "_", sid)
 

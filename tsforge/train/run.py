@@ -119,11 +119,13 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
         if env.is_main:
             write_json(run_dir / "metrics.json", final)
             _summary(run_dir, final, time.monotonic() - started)
-            # The HParams tab shows its first five metrics (by name) at first: the loss, the
-            # training objective's value, is left out for the forecast metrics.
+            from tsforge.train.sweep import varied  # submitit's imports, at the end only
+
+            # The HParams tab shows five metrics at first: the forecast metrics, not the loss
+            # (the training objective's value, in the curves already).
             logger.hparams(builders.flat_hparams(cfg), {
                 f"test/{k}": v for k, v in final["test"].items() if k != "loss"
-            })
+            }, varied(run_dir))
     finally:
         logger.close()
     return 0

@@ -11,10 +11,16 @@ does (the last override varies fastest), checks every combination, submits one
 once) and returns at once. Each element is its own run directory, `SWEEP_DIR/<num>`,
 resumable like any run; `SWEEP_DIR/sweep.json` lists the overrides of each;
 `tensorboard --logdir SWEEP_DIR` shows them side by side (HParams tab included).
+
+`varied(run_dir)` says which config keys the sweep of a run varies, and their values, for a
+SLURM sweep (recorded in `sweep.json` at submission) and for a local one (Hydra's
+`multirun.yaml`, expanded and composed once, kept in `SWEEP_DIR/varied.json`): the HParams
+tab's columns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -26,6 +32,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from tsforge.config import CONF_DIR
 from tsforge.config.checks import compose_config
 from tsforge.errors import EXIT_FAILURE, UserError
+from tsforge.train.builders import flat_hparams
+from tsforge.train.rundir import read_json, write_atomic
 from tsforge.train.slurm import (
     TERMINAL,
     job_state,
@@ -78,7 +86,7 @@ def submit_sweep(overrides: list[str]) -> int:
     keys = _swept_keys(overrides)
     swept = [[o for o in run if o.split("=", 1)[0] in keys] for run in runs]
     (folder / "sweep.json").write_text(json.dumps({
-        "array_id": array_id, "submitted": time.time(),
+        "array_id": array_id, "submitted": time.time(), "varied": _varied(configs),
         "runs": [{"num": n, "swept": swept[n], "overrides": run, "run_dir": str(d),
                   "job_id": job.job_id}
                  for n, (run, d, job) in enumerate(zip(runs, run_dirs, jobs))],
@@ -125,3 +133,54 @@ def _wait_all(job_ids: list[str], poll_s: float = 5.0) -> int:
         print(f"job {job_id}: {state}")
     return 0 if all(s == "COMPLETED" for s in states.values()) else EXIT_FAILURE
 
+
+
+def _varied(configs) -> dict[str, list]:
+    """{key: distinct values} of the flat config keys, present in every config, whose values
+    are not all the same."""
+    flats = [flat_hparams(cfg) for cfg in configs]
+    out: dict[str, list] = {}
+    for key in flats[0]:
+        if all(key in f for f in flats):
+            values = list({json.dumps(f[key]): f[key] for f in flats}.values())
+            if len(values) > 1:
+                out[key] = values
+    return out
+
+
+@contextlib.contextmanager
+def _hydra_set_aside():
+    """Compose inside a running Hydra app (a job of a local multirun): Hydra's global state
+    is set aside and put back after, as `hydra.initialize` itself does on leaving."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        restore_gh_from_backup(backup)
+
+
+def varied(run_dir: Path) -> dict[str, list]:
+    """The config keys that the sweep of `run_dir` varies, with their values; {} for a run
+    that is no element of a sweep, or whose sweep no longer composes."""
+    folder = Path(run_dir).resolve().parent
+    try:
+        recorded = read_json(folder / "sweep.json").get("varied")  # a SLURM sweep
+        if isinstance(recorded, dict):
+            return recorded
+        cached = read_json(folder / "varied.json")
+        if cached or not (folder / "multirun.yaml").is_file():
+            return cached
+        from omegaconf import OmegaConf
+
+        given = OmegaConf.load(folder / "multirun.yaml").hydra.overrides
+        search = [o for o in given.hydra if o.startswith("hydra.searchpath=")]  # --config-dir
+        with _hydra_set_aside():
+            found = _varied([compose_config(search + run) for run in expand(list(given.task))])
+        write_atomic(folder / "varied.json", json.dumps(found, indent=2) + "\n")
+        return found
+    except (UserError, OSError, ValueError, KeyError, AttributeError):
+        return {}
