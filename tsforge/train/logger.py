@@ -53,7 +53,8 @@ class NullLogger:
     def images(self, step: int, tag: str, image_HWC: np.ndarray) -> None:
         pass
 
-    def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
+    def hparams(self, config: dict[str, Any], metrics: dict[str, float],
+                varied: dict[str, list] | None = None) -> None:  # fmt: skip
         pass
 
     def close(self) -> None:
@@ -162,13 +163,15 @@ class RunLogger(NullLogger):
                 f"data wait {100 * values['perf/data_wait_frac']:.0f}%",
                 flush=True,
             )
-        elif self.watch in values:
-            value = values[self.watch]
-            if value < self.best:
-                self.best, self.best_step = value, step
-            best = "new best" if self.best_step == step else \
-                f"best {self.best:.4f} at step {self.best_step}"  # fmt: skip
-            shown = [f"{self.watch} {value:.4f} ({best})"]
+        elif any(k.startswith("val/") for k in values):
+            shown = []
+            if self.watch in values:  # the early-stopping metric first, with the best so far
+                value = values[self.watch]
+                if value < self.best:
+                    self.best, self.best_step = value, step
+                at = f" at step {self.best_step}" if self.best_step is not None else ""
+                best = "new best" if self.best_step == step else f"best {self.best:.4f}{at}"
+                shown.append(f"{self.watch} {value:.4f} ({best})")
             shown += [f"{k} {values[k]:.4f}" for k in ("val/mse", "val/mae", "val/loss")
                       if k in values and k != self.watch]  # fmt: skip
             width = len(str(self.max_steps))
