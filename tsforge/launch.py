@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
 
         args, hydra_argv = _hydra_args(argv)
         overrides = args.overrides
+        if args.help:  # the groups and keys a user chooses from (Hydra's lists schema nodes)
+            from tsforge.config.usage import usage
+
+            print(usage([args.config_dir] if args.config_dir else None))
+            return 0
         if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion):
             cfg = check_overrides(overrides)
             if args.multirun:

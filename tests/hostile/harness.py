@@ -52,7 +52,7 @@ class Interrupt:
                   moment a launch can act on one, while it is still importing;
       "workers"   it has started its DDP worker processes (they are still starting up);
       "file:GLOB" a path in the workspace matches GLOB (a spill file, a temporary store);
-      a regex     a line of its stdout matches it (e.g. r"^step +2 ").
+      a regex     a line of its stdout matches it (e.g. r"^step +2/").
     `group`: to its whole process group, as a terminal or a scheduler would send it."""
 
     signum: int

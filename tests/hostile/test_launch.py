@@ -163,7 +163,7 @@ CASES = [
          after=launches_again),
     Case("sigusr2-while-training", launch(NEW, *LONG), 75,
          r"stopped by SIGUSR2 at step \d+, checkpoint written",
-         interrupt=Interrupt(signal.SIGUSR2, r"^step +2 "), creates=RUN_FILES,
+         interrupt=Interrupt(signal.SIGUSR2, r"^step +2/"), creates=RUN_FILES,
          after=launches_again),
     Case("sigterm-to-the-group-while-ddp-workers-start",
          launch(NEW, "launcher.nprocs=2", "trainer.threads=1"), 75, r"stopped by SIGTERM",

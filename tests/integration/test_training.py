@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,6 +67,13 @@ def test_run_directory_and_final_metrics(tmp_path):
     vals = [r for r in records(run) if "val/mae" in r]
     assert [r["step"] for r in vals] == [10, 20, 30]
     assert "tensorboard --logdir" in out and str(run) in out
+    # the console at a glance: progress with ETA, the early-stopping metric by name, a summary
+    assert re.search(r"^step 10/30  elapsed \d+:\d\d  ETA \d+:\d\d  loss \d", out, re.M)
+    assert re.search(r"^step 30/30  validation  val/mae \d", out, re.M)
+    best = min(vals, key=lambda r: r["val/mae"])  # the first of equals: improvement is strict
+    assert final["best_val_step"] == best["step"]
+    assert f"best_val (val/mae): {final['best_val']['mae']:.4f} at step {best['step']}" in out
+    assert re.search(r"^done: 30 steps, wall time \d+:\d\d", out, re.M)
 
 
 def test_validation_off_and_no_clipping(tmp_path):

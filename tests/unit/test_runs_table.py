@@ -56,3 +56,18 @@ def test_no_runs_is_one_line_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "no run directory" in proc.stderr
+
+
+def test_best_val_names_its_metric(tmp_path, capsys):
+    _run(tmp_path / "a" / "0", lr=1e-3, model="nhits", test_mse=0.25)
+    _run(tmp_path / "a" / "1", lr=3e-4, model="nhits", test_mse=0.5)
+    assert main(["runs", "list", str(tmp_path / "a")]) == 0
+    head = capsys.readouterr().out.splitlines()[0].split()
+    assert "best_val(val/mae)" in head
+    final = json.loads((tmp_path / "a" / "1" / "metrics.json").read_text())
+    final["best_val"] = {"mse": 0.3}
+    (tmp_path / "a" / "1" / "metrics.json").write_text(json.dumps(final))
+    assert main(["runs", "list", str(tmp_path / "a")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "best_val" in lines[0].split()
+    assert "0.4 val/mae" in lines[1] and "0.3 val/mse" in lines[2]

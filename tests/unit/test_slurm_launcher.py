@@ -130,7 +130,7 @@ def test_slurm_keys_are_typed():
 
 
 def test_sweep_expands_as_hydra_does():
-    from tsforge.launchers.sweep import expand
+    from tsforge.config.sweeps import expand
 
     runs = expand(["launcher=slurm", "model=nhits,dlinear", "optim.lr=1e-3,3e-4"])
     assert [r[1:] for r in runs] == [

@@ -11,6 +11,9 @@ does (the last override varies fastest), checks every combination, submits one
 once) and returns at once. Each element is its own run directory, `SWEEP_DIR/<num>`,
 resumable like any run; `SWEEP_DIR/sweep.json` lists the overrides of each;
 `tensorboard --logdir SWEEP_DIR` shows them side by side (HParams tab included).
+
+The keys the sweep varies are recorded in `sweep.json` for the HParams tab's columns
+(`tsforge.train.hparams`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tsforge.config import CONF_DIR
 from tsforge.config.checks import compose_config
+from tsforge.config.sweeps import expand
 from tsforge.errors import EXIT_FAILURE, UserError
 from tsforge.launchers.slurm import (
     TERMINAL,
@@ -35,12 +38,7 @@ from tsforge.launchers.slurm import (
     record_job,
     sbatch_refusals,
 )
-
-
-def expand(overrides: list[str]) -> list[list[str]]:
-    """One override list per run, in Hydra's order (the basic sweeper's own expansion)."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return BasicSweeper.split_arguments(parsed, None)[0]
+from tsforge.train.hparams import varied_keys
 
 
 def is_slurm_sweep(overrides: list[str]) -> bool:
@@ -78,7 +76,7 @@ def submit_sweep(overrides: list[str]) -> int:
     keys = _swept_keys(overrides)
     swept = [[o for o in run if o.split("=", 1)[0] in keys] for run in runs]
     (folder / "sweep.json").write_text(json.dumps({
-        "array_id": array_id, "submitted": time.time(),
+        "array_id": array_id, "submitted": time.time(), "varied": varied_keys(configs),
         "runs": [{"num": n, "swept": swept[n], "overrides": run, "run_dir": str(d),
                   "job_id": job.job_id}
                  for n, (run, d, job) in enumerate(zip(runs, run_dirs, jobs))],
@@ -124,4 +122,3 @@ def _wait_all(job_ids: list[str], poll_s: float = 5.0) -> int:
     for job_id, state in states.items():
         print(f"job {job_id}: {state}")
     return 0 if all(s == "COMPLETED" for s in states.values()) else EXIT_FAILURE
-

@@ -90,6 +90,8 @@ def summarize(run: Path) -> dict[str, Any]:
         "status": status,
         "steps": steps,
         "best_val": next(iter(best_val.values()), None),
+        "best_val_metric": next((f"val/{k}" for k in best_val), None),  # early stopping's
+        "best_val_step": final.get("best_val_step"),
         "test_mse": test.get("mse"),
         "test_mae": test.get("mae"),
         "naive_mse": naive.get("mse"),
@@ -140,12 +142,22 @@ def _cell(value: Any) -> str:
 
 
 def table(rows: list[dict[str, Any]], config_keys: list[str]) -> str:
-    """A plain-text table: one line per run, config differences first."""
-    head = ["run", *config_keys, "status", "steps", "best_val", "test_mse", "test_mae",
-            "naive_mse", "windows_per_s"]  # fmt: skip
+    """A plain-text table: one line per run, config differences first. The best validation
+    names its metric: in the header (`best_val(val/mae)`) when every run has the same one,
+    else in each cell."""
+    names = {r["best_val_metric"] for r in rows if r.get("best_val_metric")}
+    one = names.pop() if len(names) == 1 else None
+    stats = ["steps", "best_val", "test_mse", "test_mae", "naive_mse", "windows_per_s"]
+
+    def best(r: dict[str, Any]) -> str:
+        shown = _cell(r["best_val"])
+        return shown if one or r["best_val"] is None else f"{shown} {r['best_val_metric']}"
+
+    head = ["run", *config_keys, "status",
+            *(f"best_val({one})" if k == "best_val" and one else k for k in stats)]  # fmt: skip
     lines = [
         [r["run"], *(_cell(r["config"].get(k)) for k in config_keys), r["status"],
-         *(_cell(r[k]) for k in head[len(config_keys) + 2:])]
+         *(best(r) if k == "best_val" else _cell(r[k]) for k in stats)]
         for r in rows
     ]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]

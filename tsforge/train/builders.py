@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tsforge.config.flat import flat
 from tsforge.config.models import model_kwargs
 from tsforge.data.chosen import metrics_unscaled, split_spec
 from tsforge.data.loader import WindowLoader, WindowSpec
@@ -191,10 +190,3 @@ def mase_scales(data: DictConfig, st: Store, block_rows: int = 1 << 20) -> np.nd
             out[i] = [mase_scale(rows[:, c], int(data.season)) for c in range(len(cols))]
         first = last
     return out
-
-
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The config as flat `group.key` scalars, for TensorBoard's HParams tab."""
-    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
-            for key, value in flat(OmegaConf.to_container(cfg, resolve=True)).items()
-            if value is not None and value != {}}  # fmt: skip

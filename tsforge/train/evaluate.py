@@ -19,7 +19,7 @@ import torch
 from tsforge.data.scaling import inverse
 from tsforge.metrics import MetricAccumulator, seasonal_naive, seasonal_naive_scale
 from tsforge.train.distributed import DistEnv, sum_over_ranks
-from tsforge.train.plots import forecast_image
+from tsforge.train.plots import forecast_image, window_label
 from tsforge.train.precision import forecast
 
 
@@ -68,6 +68,10 @@ class Evaluator:
         levels = self.levels if probabilistic else ()
         cover = (0.8,) if probabilistic and {0.1, 0.9} <= set(self.levels) else ()
         return MetricAccumulator(quantiles=levels, coverage=cover, device=self.env.device)
+
+    def metric_names(self) -> list[str]:
+        """The names `evaluate` reports for a split (`mae`, `mse`, ..., `loss`)."""
+        return [*self._accumulator(bool(self.levels)).compute(), "loss"]
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, split: str, *, step: int = 0, logger=None,
@@ -133,17 +137,25 @@ class Evaluator:
         return out
 
     def _plot(self, logger, step, split, x_BLC, y_BHC, point_BHC, q_BHCQ, batch) -> None:
-        valid = batch["valid"].nonzero().flatten()[: self.plot_windows].tolist()
-        for i in valid:
+        """Forecast images of up to `plot_windows` windows of this batch, distinct series
+        first; each titled and tagged with its series id and forecast start."""
+        store = self.loaders[split].store
+        valid = batch["valid"].nonzero().flatten().tolist()
+        series = batch["series"].tolist()
+        first_of_series = {series[i]: i for i in reversed(valid)}
+        chosen = sorted(first_of_series.values())[: self.plot_windows]
+        chosen += [i for i in valid if i not in chosen][: self.plot_windows - len(chosen)]
+        for k, i in enumerate(chosen):
             band = None
             if q_BHCQ is not None and q_BHCQ.shape[-1] >= 2:
                 band = (q_BHCQ[i, :, 0, 0].cpu().numpy(), q_BHCQ[i, :, 0, -1].cpu().numpy())
+            title, tag = window_label(store, series[i], int(batch["channel"][i]),
+                                      int(batch["t"][i]))  # fmt: skip
             image = forecast_image(
                 history=x_BLC[i, :, 0].cpu().numpy(),
                 truth=y_BHC[i, :, 0].cpu().numpy(),
                 forecast=point_BHC[i, :, 0].cpu().numpy(),
                 band=band,
-                title=f"series {int(batch['series'][i])} t={int(batch['t'][i])}",
+                title=title,
             )
-            logger.images(step, f"{split}_forecast/{valid.index(i)}", image)
-
+            logger.images(step, f"{split}_forecast/{k}_{tag}", image)

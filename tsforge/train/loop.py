@@ -108,6 +108,7 @@ class Trainer:
         self.describe = describe
         self.step = 0
         self.best: float = math.inf
+        self.best_step: int | None = None  # the step of `best`
         self.evals_without_improvement = 0
         self._windows = 0  # trained windows and seconds on this rank, for the final windows/s
         self._seconds = 0.0
@@ -124,6 +125,8 @@ class Trainer:
     def _train(self) -> str:
         if self.stop_requested():
             return STOPPED  # stopped during start-up: nothing trained since the last checkpoint
+        self.logger.begin(self.step, self.s.max_steps, self.s.early_stop_metric, self.best,
+                          self.best_step)  # fmt: skip
         batches = self._batches()
         timer = StepTimer(self.env.device)
         last_ckpt = time.monotonic()
@@ -237,7 +240,7 @@ class Trainer:
         self.logger.scalars(self.step, {f"val/{k}": v for k, v in metrics.items()})
         value = metrics.get(self.s.early_stop_metric, math.inf)
         if value < self.best:
-            self.best = value
+            self.best, self.best_step = value, self.step
             self.evals_without_improvement = 0
             return True
         self.evals_without_improvement += 1
@@ -256,6 +259,7 @@ class Trainer:
             "loader": self.train_loader.state_dict(),
             "rng": self._rng_states(),
             "best": self.best,
+            "best_step": self.best_step,
             "evals_without_improvement": self.evals_without_improvement,
         }
 
@@ -268,6 +272,7 @@ class Trainer:
         set_rng_state(states[self.env.rank % len(states)])
         self.step = int(ckpt["step"])
         self.best = float(ckpt["best"])
+        self.best_step = ckpt.get("best_step")  # absent from checkpoints of older versions
         self.evals_without_improvement = int(ckpt["evals_without_improvement"])
 
     def _rng_states(self) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,8 +26,9 @@ from tsforge.errors import EXIT_REQUEUE, UserError
 from tsforge.train import builders, stop
 from tsforge.train.checkpoint import CheckpointManager, load_checkpoint, load_weights
 from tsforge.train.distributed import cleanup_distributed, finish_together, init_distributed
+from tsforge.train.hparams import flat_hparams, varied
 from tsforge.train.lock import RunLock
-from tsforge.train.logger import make_logger
+from tsforge.train.logger import duration, make_logger
 from tsforge.train.loop import STOPPED, Trainer
 from tsforge.train.resume import config_changes
 from tsforge.train.rundir import (
@@ -63,6 +65,7 @@ def _trained_config(ckpt: dict, where: Path) -> dict:
 
 
 def _run(cfg: DictConfig, run_dir: Path, env) -> int:
+    started = time.monotonic()
     threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // env.world_size)
     torch.set_num_threads(threads)
     builders.seed_everything(cfg.trainer.seed, env.rank)
@@ -93,8 +96,8 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
                     changed=changed)  # fmt: skip
     record_ranks(run_dir, env)
 
-    logger = make_logger(run_dir, env.is_main)
     evaluator = builders.evaluator(cfg, loaders, loss, env)
+    logger = make_logger(run_dir, env.is_main, evaluator.metric_names() if validate else ())
     trainer = Trainer(
         model=ddp_model, loss=loss, optimizer=optimizer, scheduler=scheduler,
         train_loader=loaders["train"], evaluator=evaluator, env=env,
@@ -117,10 +120,12 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
         final = _final_metrics(trainer, evaluator, model, checkpoints, store, env)
         if env.is_main:
             write_json(run_dir / "metrics.json", final)
-            _summary(run_dir, final)
-            logger.hparams(builders.flat_hparams(cfg), {
-                f"test/{k}": v for k, v in final["test"].items()
-            })
+            _summary(run_dir, final, time.monotonic() - started)
+            # The HParams tab shows five metrics at first: the forecast metrics, not the loss
+            # (the training objective's value, in the curves already).
+            logger.hparams(flat_hparams(cfg), {
+                f"test/{k}": v for k, v in final["test"].items() if k != "loss"
+            }, varied(run_dir))
     finally:
         logger.close()
     return 0
@@ -181,6 +186,7 @@ def _final_metrics(trainer, evaluator, model, checkpoints, store, env) -> dict:
     return {
         "steps": trainer.step,
         "best_val": {trainer.s.early_stop_metric: best_val},
+        "best_val_step": trainer.best_step if best_val is not None else None,
         "test": {k: v for k, v in test.items() if "/" not in k},
         "baseline": {name: {k[len(p):]: v for k, v in test.items() if k.startswith(p)}
                      for name, p in baselines.items()},
@@ -189,8 +195,16 @@ def _final_metrics(trainer, evaluator, model, checkpoints, store, env) -> dict:
     }
 
 
-def _summary(run_dir: Path, final: dict) -> None:
+def _summary(run_dir: Path, final: dict, wall_s: float) -> None:
+    """The end of a run at a glance: steps and wall time, the best validation (named), the
+    test metrics beside the baseline, and where to look next."""
     test, base = final["test"], final["baseline"]
+    print(f"done: {final['steps']} steps, wall time {duration(wall_s)} (this launch), "
+          f"{final['train_windows_per_s']:,.0f} training windows/s")
+    (metric, value), = final["best_val"].items()
+    if value is not None:
+        step = final["best_val_step"]  # None after a resume from an older checkpoint
+        print(f"best_val (val/{metric}): {value:.4f}" + (f" at step {step}" if step else ""))
     if test:
         naive, last = base["seasonal_naive"], base["naive1"]
         print(f"test  mae {test['mae']:.4f}  mse {test['mse']:.4f}   "
