@@ -3,6 +3,7 @@ seasonal naive and Naive2 on the same series.
 
     tsforge score forecasts.parquet --actuals test.csv --history train.csv --season 24
     tsforge score runs/mine --actuals test.csv --history train.zarr --json
+    tsforge score runs/m4 --actuals Hourly-test.csv --actuals-format rows --history m4h.zarr
 
 See `tsforge.runs.score` for the inputs and the figures.
 """
@@ -23,10 +24,14 @@ def add_parser(sub) -> None:
         "model forecasts the steps after each --history series) against actual values.",
     )
     p.add_argument("forecasts", metavar="FORECASTS",
-                   help="long CSV / Parquet: unique_id, ds, <model>[, <model>-q-<level> | "
-                   "<model>-lo-<p>, <model>-hi-<p>]; or a run directory")
+                   help="long CSV / Parquet: unique_id, ds, <model>[, <model>-lo-<p>, "
+                   "<model>-median, <model>-hi-<p>]; or a run directory")
     p.add_argument("--actuals", required=True, metavar="FILE",
-                   help="long CSV / Parquet: unique_id, ds, y at every forecast step")
+                   help="long CSV / Parquet: unique_id, ds, y at every forecast step (or "
+                   "one row per series with --actuals-format rows)")
+    p.add_argument("--actuals-format", choices=("long", "rows"), default="long",
+                   help="rows: an id column, then the values of each forecast step in order, "
+                   "as M4's test files hold them")
     p.add_argument("--history", required=True, metavar="STORE_OR_FILE",
                    help="the in-sample series: a tsforge store, or long CSV / Parquet "
                    "unique_id, ds, y")
@@ -46,6 +51,7 @@ def _score(args) -> int:
     from tsforge.runs.score import format_report, score
 
     report = score(args.forecasts, actuals=args.actuals, history=args.history,
-                   season=args.season, model=args.model, checkpoint=args.checkpoint)
+                   season=args.season, model=args.model, checkpoint=args.checkpoint,
+                   actuals_format=args.actuals_format)  # fmt: skip
     print(json.dumps(_json_safe(report), indent=2) if args.json else format_report(report))
     return 0

@@ -14,8 +14,10 @@ directory instead: its best (else latest) checkpoint forecasts the H steps after
 of --history, exactly as `tsforge predict RUN_DIR --input HISTORY` would, and those are
 scored; --season then defaults to the run's `data.season`.
 
-Actuals are long `unique_id, ds, y`; the history is a tsforge store (its target) or a long
-file `unique_id, ds, y` of the in-sample series. Every forecast series needs its history and
+Actuals are long `unique_id, ds, y`, or with `actuals_format="rows"` one row per series (an
+id, then the values of its forecast steps in order, as M4's test files hold them); the
+history is a tsforge store (its target) or a long file `unique_id, ds, y` of the in-sample
+series. Every forecast series needs its history and
 its actual values at every forecast step, and every series has the same number of steps.
 
 The figures (tsforge.metrics): sMAPE and MASE as M4 defines them (MASE scaled by the in-sample
@@ -153,6 +155,38 @@ class _History:
     unit: str
 
 
+def _actuals_from_rows(path: Path, fc: _Forecasts) -> pd.DataFrame:
+    """Actuals given as one row per series (an id, then the values of the forecast steps, as
+    M4's test files hold them), in long form at the forecasts' own time stamps: the k-th value
+    of a row is the actual of the series' k-th forecast step."""
+    from tsforge.data.readers import open_source
+    from tsforge.data.rows import RowsSource
+
+    if not path.is_file():
+        raise UserError(f"--actuals {path} does not exist: give a CSV / Parquet file")
+    steps = fc.frame.groupby(ID, sort=False)[DS].apply(list)
+    out: dict[str, list] = {ID: [], DS: [], Y: [], "row": []}
+    for uid, values, row in RowsSource(open_source(path), id_col=None).series():
+        uid = str(uid)
+        ds = steps.get(uid)
+        if ds is None:  # a series without forecasts: named by the checks that follow
+            ds, values = [-1], values[:1] if len(values) else np.array([0.0])
+        elif len(values) != len(ds) or np.isnan(values).any():
+            n = len(values)
+            got = "a missing value" if n == len(ds) else f"{n} value{'s' * (n != 1)}"
+            raise UserError(
+                f"--actuals {path} row {row}: series {uid!r} has {got} but its forecasts "
+                f"have {len(ds)} steps: give one value per forecast step"
+            )
+        out[ID] += [uid] * len(ds)
+        out[DS] += list(ds)
+        out[Y] += [float(v) for v in values]
+        out["row"] += [row] * len(ds)
+    if not out[ID]:
+        raise UserError(f"--actuals {path} has no data rows: give a file with at least one row")
+    return pd.DataFrame(out)
+
+
 def read_history(src: str | os.PathLike) -> _History:
     """The in-sample series of a store (its target, up to each series' last value) or of a
     long file `unique_id, ds, y`."""
@@ -274,11 +308,12 @@ def score(
     season: int | None = None,
     model: str | None = None,
     checkpoint: str = "best",
+    actuals_format: str = "long",
 ) -> dict:
     """The report of `tsforge score` (its --json): see the module's docstring."""
     forecasts = Path(forecasts)
     if forecasts.is_dir() and (forecasts / "config.yaml").exists():
-        return _score_run(forecasts, actuals, history, season, checkpoint)
+        return _score_run(forecasts, actuals, history, season, checkpoint, actuals_format)
     if season is None:
         raise UserError("--season is needed to score a forecast file: give the data's "
                         "seasonal period (M4: 24 hourly, 12 monthly, 4 quarterly, 1 yearly)")
@@ -288,7 +323,12 @@ def score(
         raise UserError(f"FORECASTS {forecasts} does not exist: give a forecast file (tsforge "
                         "predict's --output) or a run directory")  # fmt: skip
     fc = read_forecasts(forecasts, model)
-    act, act_unit = _read_long(Path(actuals), "--actuals", [Y])
+    if actuals_format == "rows":
+        act, act_unit = _actuals_from_rows(Path(actuals), fc), fc.unit
+    elif actuals_format == "long":
+        act, act_unit = _read_long(Path(actuals), "--actuals", [Y])
+    else:
+        raise UserError(f"--actuals-format {actuals_format!r}: use long or rows")
     hist = read_history(history)
     units = {"FORECASTS": fc.unit, "--actuals": act_unit, "--history": hist.unit}
     if len(set(units.values())) > 1:
@@ -336,7 +376,7 @@ def _report(fc: _Forecasts, ids, truth_NH, histories, season: int) -> dict:
     }
 
 
-def _score_run(run_dir: Path, actuals, history, season, checkpoint) -> dict:
+def _score_run(run_dir: Path, actuals, history, season, checkpoint, actuals_format) -> dict:
     """A run's forecasts of the steps after each series of `history`, scored."""
     from tsforge.runs.load import load_run
     from tsforge.runs.predict import predict
@@ -348,7 +388,7 @@ def _score_run(run_dir: Path, actuals, history, season, checkpoint) -> dict:
         out = tmp / "forecasts.parquet"
         predict(run, history, out)
         report = score(out, actuals=actuals, history=history, season=season,
-                       model=run.model_name)  # fmt: skip
+                       model=run.model_name, actuals_format=actuals_format)  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"run_dir": str(run_dir), "checkpoint": run.checkpoint, "step": run.step, **report}
