@@ -366,12 +366,12 @@ def score_panel(
         return MetricAccumulator(quantiles=levels if quantiles_NHQ is not None else (),
                                  coverage=cover if quantiles_NHQ is not None else ())
 
-    f = torch.as_tensor(np.asarray(forecast_NH, dtype=np.float64)).unsqueeze(-1)
-    y = torch.as_tensor(np.asarray(truth_NH, dtype=np.float64)).unsqueeze(-1)
-    scale_N1 = torch.as_tensor(np.asarray(scale_N, dtype=np.float64)).view(-1, 1)
+    f = torch.tensor(np.asarray(forecast_NH, dtype=np.float64)).unsqueeze(-1)
+    y = torch.tensor(np.asarray(truth_NH, dtype=np.float64)).unsqueeze(-1)
+    scale_N1 = torch.tensor(np.asarray(scale_N, dtype=np.float64)).view(-1, 1)
     q = None
     if quantiles_NHQ is not None:
-        q = torch.as_tensor(np.asarray(quantiles_NHQ, dtype=np.float64)).unsqueeze(2)
+        q = torch.tensor(np.asarray(quantiles_NHQ, dtype=np.float64)).unsqueeze(2)
 
     def run(sl: slice) -> dict[str, float]:
         acc = acc_for()
