@@ -52,10 +52,10 @@ def varied(run_dir: Path) -> dict[str, list]:
     try:
         recorded = read_json(folder / "sweep.json").get("varied")  # a SLURM sweep
         if isinstance(recorded, dict):
-            return recorded
+            return _checked(recorded)
         cached = read_json(folder / "varied.json")
         if cached or not (folder / "multirun.yaml").is_file():
-            return cached
+            return _checked(cached)
         given = OmegaConf.load(folder / "multirun.yaml").hydra.overrides
         search = [o for o in given.hydra if o.startswith("hydra.searchpath=")]  # --config-dir
         with hydra_set_aside():
@@ -64,3 +64,15 @@ def varied(run_dir: Path) -> dict[str, list]:
         return found
     except (UserError, OSError, ValueError, KeyError, AttributeError):
         return {}
+
+
+def _checked(varied: dict) -> dict[str, list]:
+    """The entries of a file's `varied` that are what `varied_keys` writes (a key, and two or
+    more scalar values of one kind), so that an edited file cannot break the run's end."""
+    def kind(v: Any) -> type:
+        return bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else str
+
+    return {key: values for key, values in varied.items()
+            if isinstance(key, str) and isinstance(values, list) and len(values) > 1
+            and all(isinstance(v, (int, float, str, bool)) for v in values)
+            and len({kind(v) for v in values}) == 1}  # fmt: skip

@@ -192,7 +192,11 @@ class RunLogger(NullLogger):
         flat = {k: _flat_value(v) for k, v in config.items()}
         for key, values in (varied or {}).items():  # one type per column, the domain's
             if key in flat:
-                flat[key] = hparam_kind(values)(flat[key])
+                try:
+                    flat[key] = hparam_kind(values)(flat[key])
+                except (TypeError, ValueError):
+                    varied = {}  # values that are not this run's kind: no summary at all
+                    break
         finite = {k: float(v) for k, v in metrics.items() if _plain(v) is not None}
         _, start, end = hparams(flat, finite)
         with SummaryWriter(log_dir=str(self.run_dir / "tb" / HPARAMS_RUN)) as writer:
