@@ -92,7 +92,8 @@ def test_ingest_rows_predict_and_score_from_the_wheel(installed):
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run(installed, "-m", "tsforge.launch", "data=store", "data.path=rows.zarr",
                "data.input_size=4", "data.horizon=2", "data.season=4", "model=dlinear",
-               "data.split=holdout:2", "trainer.max_steps=4", "trainer.val_every_steps=2",
+               "data.split=holdout:2", "data.batch_size=8", "trainer.max_steps=4",
+               "trainer.val_every_steps=2",
                "trainer.plot_series=0", "hydra.run.dir=runs/rows")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run(installed, "-m", "tsforge", "predict", "runs/rows", "--input", "rows.zarr",
