@@ -10,6 +10,7 @@ evaluated by the installed `tsforge` command; nothing is imported from the check
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -99,8 +100,9 @@ def test_ingest_rows_predict_and_score_from_the_wheel(installed):
     proc = run(installed, "-m", "tsforge", "predict", "runs/rows", "--input", "rows.zarr",
                "--output", "forecasts.csv")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    forecasts = (where / "forecasts.csv").read_text().splitlines()
-    assert forecasts[0].startswith("unique_id,ds,") and len(forecasts) == 1 + 3 * 2
+    with open(where / "forecasts.csv", newline="") as f:
+        forecasts = list(csv.reader(f))
+    assert forecasts[0][:2] == ["unique_id", "ds"] and len(forecasts) == 1 + 3 * 2
     actuals = ["unique_id,ds,y"] + [f"s{i},{t},{10 * i + t % 4}" for i in range(3)
                                     for t in (12, 13)]  # fmt: skip
     (where / "actuals.csv").write_text("\n".join(actuals) + "\n")
