@@ -279,3 +279,13 @@ def test_m4_hourly_official_figures(tmp_path):
             assert abs(block["smape"] - s) <= d, method
             assert abs(block["mase"] - m) <= d, method
             assert abs(block["owa"] - float(want["OWA_Hourly"])) <= owa_tolerance, method
+
+
+def test_actuals_as_rows_from_a_pipe_or_a_missing_file_are_named(files, capsys, tmp_path):
+    forecasts, _, history = files
+    fifo = tmp_path / "actuals_pipe.csv"
+    os.mkfifo(fifo)
+    for path, words in ((fifo, "not a regular file"), (tmp_path / "nope.csv", "does not exist")):
+        line = refused(capsys, forecasts, "--actuals", path, "--history", history, "--season",
+                       "2", "--actuals-format", "rows")  # fmt: skip
+        assert words in line and str(path) in line, line

@@ -162,8 +162,6 @@ def _actuals_from_rows(path: Path, fc: _Forecasts) -> pd.DataFrame:
     from tsforge.data.readers import open_source
     from tsforge.data.rows import RowsSource
 
-    if not path.is_file():
-        raise UserError(f"--actuals {path} does not exist: give a CSV / Parquet file")
     steps = fc.frame.groupby(ID, sort=False)[DS].apply(list)
     out: dict[str, list] = {ID: [], DS: [], Y: [], "row": []}
     for uid, values, row in RowsSource(open_source(path), id_col=None).series():
