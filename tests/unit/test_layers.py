@@ -5,7 +5,8 @@
 From the bottom: shared vocabulary (errors, forecast column names, metrics, losses); data and
 models, which know nothing of configs; config (schemas and the checks before launch); train;
 then what uses a trained run (runs) and what starts training (launchers), which do not use
-each other; the command line on top. Lazy imports inside functions count too.
+each other; the search (tune), which starts runs and reads them; the command line on top.
+Lazy imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ LAYERS = {
     "config": 3,
     "train": 4,
     "runs": 5, "launchers": 5,
-    "cli": 6, "launch": 6, "__main__": 6,
+    "tune": 6,
+    "cli": 7, "launch": 7, "__main__": 7,
 }  # fmt: skip
 
 

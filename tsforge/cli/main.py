@@ -7,6 +7,7 @@
     tsforge predict RUN_DIR --input SRC_OR_STORE --output OUT.parquet|OUT.csv
     tsforge score FORECASTS --actuals FILE --history STORE_OR_FILE --season M [--json]
     tsforge runs list|compare DIR...
+    tsforge tune SEARCH [overrides] [--study DIR] [--trials N] [--parallel N] [--cpu-minutes M]
     tsforge jobs status|logs|cancel RUN_DIR
     tsforge --version
 
@@ -34,19 +35,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tsforge.cli import data, evaluate, jobs, predict, runs, score
+    from tsforge.cli import data, evaluate, jobs, predict, runs, score, tune
 
     parser = _Parser(prog="tsforge", description="Train forecasting models at scale.")
     parser.add_argument("--version", action="version", version=f"tsforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in (data, evaluate, predict, score, runs, jobs):
+    for command in (data, evaluate, predict, score, runs, jobs, tune):
         command.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+        if rest:  # tune's overrides may come between its flags; nothing else takes more words
+            if getattr(args, "command", None) != "tune" or any(w.startswith("-") for w in rest):
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            args.overrides = [*args.overrides, *rest]
         return int(args.handler(args) or 0)
     except UserError as err:
         _error(str(err))

@@ -45,7 +45,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop_with_launcher(launcher: int) -> None:
+def stop_with_parent(launcher: int) -> None:
     """A worker whose launcher dies (SIGKILL, the OOM killer) gets SIGTERM, as if the launcher
     had passed a stop on: it checkpoints with its peers and exits, instead of dying mid-step
     (torch's own request is SIGINT) and losing the steps since the last checkpoint. Linux
@@ -63,7 +63,7 @@ def _stop_with_launcher(launcher: int) -> None:
 def _worker(local_rank: int, cfg_dict: dict, run_dir: str, port: int, nprocs: int, codes,
             launcher: int) -> None:  # fmt: skip
     stop.install()
-    _stop_with_launcher(launcher)
+    stop_with_parent(launcher)
     stop.release()  # held back since the launcher started this process; pending ones arrive
     os.environ.update(
         RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs),

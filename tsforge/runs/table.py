@@ -68,6 +68,29 @@ def steps_done(run: Path) -> int | None:
     return max(steps) if steps else None
 
 
+def val_curve(run: Path, metric: str) -> list[tuple[int, float]]:
+    """(step, value) of every validation of `val/<metric>` in the run's metrics.jsonl, in
+    step order; a resumed run's repeated steps count once (the latest). Lines that do not
+    read (one being written, an edited file) are skipped."""
+    path, key = run / "metrics.jsonl", f"val/{metric}"
+    found: dict[int, float] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        step, value = record.get("step"), record.get(key)
+        if isinstance(step, int) and isinstance(value, (int, float)) and math.isfinite(value):
+            found[step] = float(value)
+    return sorted(found.items())
+
+
 def summarize(run: Path) -> dict[str, Any]:
     """One row: status, steps, best validation, test metrics, throughput, flat config.
 
@@ -77,7 +100,7 @@ def summarize(run: Path) -> dict[str, Any]:
     final = read_json(run / "metrics.json")
     meta = read_json(run / "meta.json")
     if final:
-        status, steps = "finished", final.get("steps")
+        status, steps = "pruned" if final.get("pruned") else "finished", final.get("steps")
     else:
         steps = steps_done(run)
         status = "running/stopped" if steps is not None else "started"

@@ -6,6 +6,9 @@ with logging, validation, checkpoints and the stop signal checked in between; at
 test split is evaluated with the best weights. Everything rank-dependent goes through the
 logger (a null object off the main rank) and `CheckpointManager.save` (main rank only).
 
+A hyper-parameter search (`tsforge tune`) that finds a run hopeless writes `RUN_DIR/prune`;
+the loop looks for it at each log step and validation, checkpoints and returns `PRUNED`.
+
 SIGTERM, SIGUSR1 and SIGUSR2 set a flag (`tsforge.train.stop`); the loop finishes the current
 step, writes a checkpoint and returns `STOPPED`, which the launcher turns into exit code 75 to
 requeue. A signal that came before the first step (during start-up) stops it before training:
@@ -24,6 +27,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,7 +47,8 @@ from tsforge.train.logger import NullLogger
 from tsforge.train.perf import StepTimer
 from tsforge.train.precision import forecast
 
-FINISHED, STOPPED = "finished", "stopped"
+FINISHED, STOPPED, PRUNED = "finished", "stopped", "pruned"
+PRUNE_REQUEST = "prune"  # RUN_DIR/prune: a search asks the run to stop (tsforge.tune)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Trainer:
         checkpoints: CheckpointManager,
         logger: NullLogger,
         describe: dict[str, Any],  # config, fingerprint, model_name: stored in checkpoints
+        prune_request: Path | None = None,  # a search writes this file to stop the run
     ):
         self.model = model
         self.loss = loss
@@ -106,6 +112,7 @@ class Trainer:
         self.checkpoints = checkpoints
         self.logger = logger
         self.describe = describe
+        self.prune_request = prune_request
         self.step = 0
         self.best: float = math.inf
         self.best_step: int | None = None  # the step of `best`
@@ -152,13 +159,17 @@ class Trainer:
             if log_now:
                 self._log_train(loss_sum, grad_norm, timer)
             stop_now = self.stop_requested()
-            if self._validation_due():
+            validated = self._validation_due()
+            if validated:
                 improved = self._validate()
                 if improved:
                     self.save(is_best=True)
                     last_ckpt = time.monotonic()
                 if self._early_stopped():
                     break
+            if (log_now or validated) and self._prune_requested():
+                self.save()
+                return PRUNED
             if stop_now:
                 self.save()
                 return STOPPED
@@ -168,6 +179,12 @@ class Trainer:
                 last_ckpt = time.monotonic()
         self.save()
         return FINISHED
+
+    def _prune_requested(self) -> bool:
+        """Has the search asked this run to stop? (collective: rank 0 looks at the file)"""
+        asked = self.env.is_main and self.prune_request is not None \
+            and self.prune_request.exists()  # fmt: skip
+        return self._agree(asked)
 
     def _log_due(self, step: int) -> bool:
         return step % self.s.log_every_steps == 0 or step == self.s.max_steps

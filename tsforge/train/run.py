@@ -29,7 +29,7 @@ from tsforge.train.distributed import cleanup_distributed, finish_together, init
 from tsforge.train.hparams import flat_hparams, varied
 from tsforge.train.lock import RunLock
 from tsforge.train.logger import duration, make_logger
-from tsforge.train.loop import STOPPED, Trainer
+from tsforge.train.loop import PRUNE_REQUEST, PRUNED, STOPPED, Trainer
 from tsforge.train.resume import config_changes
 from tsforge.train.rundir import (
     as_config,
@@ -103,13 +103,17 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
         train_loader=loaders["train"], evaluator=evaluator, env=env,
         settings=builders.loop_settings(cfg.trainer, cfg.optim, env, validate=validate),
         checkpoints=checkpoints, logger=logger, describe=describe,
+        prune_request=run_dir / PRUNE_REQUEST,
     )  # fmt: skip
     if ckpt:
         _load_state(trainer, ckpt, checkpoints)
     start = trainer.step
     try:
         # A stop during the final evaluation waits for it: the run is then complete.
-        if trainer.train() == STOPPED or trainer.stop_requested():
+        ended = trainer.train()
+        if ended == PRUNED:
+            return _pruned(trainer, run_dir, cfg, logger, env)
+        if ended == STOPPED or trainer.stop_requested():
             if env.is_main:
                 signum = stop.requested()
                 by = stop.name(signum) if signum else "a stop signal (on another rank)"
@@ -124,10 +128,34 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
             # The HParams tab shows five metrics at first: the forecast metrics, not the loss
             # (the training objective's value, in the curves already).
             logger.hparams(flat_hparams(cfg), {
-                f"test/{k}": v for k, v in final["test"].items() if k != "loss"
+                **{f"test/{k}": v for k, v in final["test"].items() if k != "loss"},
+                **_best_val_metric(final),
             }, varied(run_dir))
     finally:
         logger.close()
+    return 0
+
+
+def _best_val_metric(final: dict) -> dict[str, float]:
+    """`best_val/<metric>` for the HParams tab (what a search selects on); {} without one."""
+    return {f"best_val/{k}": v for k, v in final["best_val"].items() if v is not None}
+
+
+def _pruned(trainer: Trainer, run_dir: Path, cfg: DictConfig, logger, env) -> int:
+    """A search stopped the run: metrics.json says so (no test split is scored: a pruned
+    trial is not a candidate), and its HParams session carries the best validation."""
+    best_val = trainer.best if math.isfinite(trainer.best) else None
+    final = {
+        "steps": trainer.step, "pruned": True,
+        "best_val": {trainer.s.early_stop_metric: best_val},
+        "best_val_step": trainer.best_step if best_val is not None else None,
+        "test": {}, "baseline": {}, "world_size": env.world_size,
+    }  # fmt: skip
+    if env.is_main:
+        write_json(run_dir / "metrics.json", final)
+        print(f"pruned at step {trainer.step} by the search ({run_dir / PRUNE_REQUEST}); "
+              f"checkpoint written", flush=True)
+        logger.hparams(flat_hparams(cfg), _best_val_metric(final), varied(run_dir))
     return 0
 
 
