@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
         if rest:  # tune's overrides may come between its flags; nothing else takes more words
-            if getattr(args, "command", None) != "tune" or any(w.startswith("-") for w in rest):
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            flags = [w for w in rest if w.startswith("-")]
+            if getattr(args, "command", None) != "tune" or flags:
+                parser.error(f"unrecognized arguments: {' '.join(flags or rest)}")
             args.overrides = [*args.overrides, *rest]
         return int(args.handler(args) or 0)
     except UserError as err:
