@@ -13,11 +13,13 @@ starts from a machine without the cluster (`local-cluster.sh down`) and brings i
 `local-cluster.sh up` (the namespaced hosts, tsforge's wheel, the playbook). Afterwards both
 GPU nodes are idle, each with its own hostname, address and GPUs; a 2-node job runs one task
 on each and `sacct` reports it COMPLETED; tsforge is the wheel, in the cluster's environment;
-TensorBoard listens on 127.0.0.1 only; a second `up` rebuilds nothing, its playbook reports
-changed=0 and every daemon keeps running; the node health check drains a node with its
-reason and returns it to service. Last, `down` twice leaves the machine as it was before
-(namespaces, links, /etc/hosts, device files, daemons); test_slurm.py brings the cluster up
-again.
+TensorBoard listens on 127.0.0.1 only; the study database of `tsforge tune` is reached through
+its client file (mode 0640) with SQLAlchemy and PyMySQL, takes a table and sees nothing of the
+accounting database; a second `up` rebuilds nothing, its playbook reports changed=0 (the study
+database's user is checked, not made again) and every daemon keeps running; the node health
+check drains a node with its reason and returns it to service. Last, `down` twice leaves the
+machine as it was before (namespaces, links, /etc/hosts, device files, daemons);
+test_slurm.py brings the cluster up again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -255,6 +258,40 @@ def test_tensorboard_listens_on_loopback_only(provisioned):
         assert page.status == 200
 
 
+STUDY_DB_FILE = Path("/etc/tsforge/study-db.cnf")
+# What tsforge tune connects with: no host in the URL, so PyMySQL takes the file's.
+STUDY_DB_URL = f"mysql+pymysql:///?read_default_file={STUDY_DB_FILE}"
+
+
+def test_study_database_takes_a_table_through_its_client_file_and_no_more(provisioned):
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    pytest.importorskip("pymysql")
+    info = STUDY_DB_FILE.stat()
+    # Owner root, group the inventory's tsforge_study_db_client_group (root by default).
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o640, 0, 0)
+    accounting = subprocess.run(["mysql", "-N", "-e", "SHOW DATABASES LIKE 'slurm_acct_db'"],
+                                capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    assert accounting.split() == ["slurm_acct_db"]  # there, so a refusal below is a refusal
+    table = f"tsforge_test_{os.getpid()}"
+    engine = sqlalchemy.create_engine(STUDY_DB_URL)
+    text = sqlalchemy.text
+    try:
+        with engine.begin() as db:
+            assert db.execute(text("SELECT DATABASE()")).scalar() == "tsforge_studies"
+            db.execute(text(f"CREATE TABLE {table} (id INT PRIMARY KEY)"))
+            db.execute(text(f"INSERT INTO {table} VALUES (1)"))
+            assert db.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar() == 1
+            db.execute(text(f"DROP TABLE {table}"))
+        with engine.connect() as db:
+            seen = {row[0] for row in db.execute(text("SHOW DATABASES"))}
+            assert seen == {"information_schema", "tsforge_studies"}, seen
+            for statement in ["USE slurm_acct_db", "SELECT * FROM slurm_acct_db.acct_table"]:
+                with pytest.raises(sqlalchemy.exc.DBAPIError, match="denied"):
+                    db.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
 def test_second_run_changes_nothing_and_keeps_the_cluster_running(provisioned):
     """`up` again: the wheel is not rebuilt, and the playbook reports changed=0."""
     before = pids()
@@ -263,6 +300,11 @@ def test_second_run_changes_nothing_and_keeps_the_cluster_running(provisioned):
     assert "built tsforge" not in again.stdout
     counts = recap(again.stdout)
     assert counts["changed"] == 0 and counts["failed"] == 0, again.stdout[-6000:]
+    # The study database's tasks ran: its user was checked and found, not made again.
+    assert re.search(r"TASK \[tsforge : Check the study database and its user\].*\nok: ",
+                     again.stdout), again.stdout[-6000:]  # fmt: skip
+    assert re.search(r"TASK \[tsforge : Create the study database and its user\].*\nskipping: ",
+                     again.stdout), again.stdout[-6000:]  # fmt: skip
     assert pids() == before  # no daemon was restarted
     assert set(sinfo_states().values()) <= {"idle", "mix", "alloc"}
 

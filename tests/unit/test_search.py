@@ -130,7 +130,7 @@ def test_points_become_overrides_in_order():
 def test_storage_urls_are_checked(url, says):
     with pytest.raises(UserError, match=says):
         check_url(url)
-    check_url("mysql+pymysql://localhost/?read_default_file=/etc/tsforge/study-db.cnf")
+    check_url("mysql+pymysql:///?read_default_file=/etc/tsforge/study-db.cnf")
     check_url("sqlite:////tmp/study.db")
 
 

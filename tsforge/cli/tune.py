@@ -3,7 +3,7 @@
 tsforge tune dlinear experiment=etth1_dlinear_h336                 # conf/search/dlinear.yaml
 tsforge tune dlinear experiment=etth1_dlinear_h336 --parallel 2 --cpu-minutes 30
 tsforge tune nhits experiment=etth1_nhits_h720 launcher=slurm launcher.array_parallelism=2 \
-    --storage 'mysql+pymysql://localhost/?read_default_file=/etc/tsforge/study-db.cnf'
+    --storage 'mysql+pymysql:///?read_default_file=/etc/tsforge/study-db.cnf'
 tsforge tune --study runs/tune_dlinear_2026-11-30_10-00-00         # carry on a study
 
 The search (space, metric, sampler, pruner, budgets) is `conf/search/<SEARCH>.yaml` or

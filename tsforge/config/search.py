@@ -78,7 +78,7 @@ class SearchConfig:
     wall_minutes: float | None = None
     parallel: int = 1  # local trials at once (on SLURM: launcher.array_parallelism)
     # null: SQLite in the study folder. A database URL, e.g. on a cluster that the playbook
-    # set up: mysql+pymysql://localhost/?read_default_file=/etc/tsforge/study-db.cnf
+    # set up: mysql+pymysql:///?read_default_file=/etc/tsforge/study-db.cnf
     storage: str | None = None
     poll_s: float = 2.0  # how often the controller reads the trials' validation curves
 

@@ -106,11 +106,11 @@ def check_url(url: str) -> None:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise UserError(f"storage {url[:60]!r} is not a database URL (e.g. sqlite:///study.db, "
-                        "mysql+pymysql://localhost/?read_default_file=FILE)") from None
+                        "mysql+pymysql:///?read_default_file=FILE)") from None
     if parsed.password:
         raise UserError("storage: a database URL with a password in it would be recorded in "
                         "study.json; keep the password in an option file (mysql+pymysql://"
-                        "HOST/?read_default_file=FILE, as the cluster's playbook writes one)")
+                        "/?read_default_file=FILE, as the cluster's playbook writes one)")
     if parsed.get_backend_name() not in ("sqlite", "mysql", "postgresql"):
         raise UserError(f"storage: {parsed.get_backend_name()} is not a database tune keeps "
                         f"studies in: use sqlite, mysql (MariaDB) or postgresql")
