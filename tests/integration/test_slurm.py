@@ -8,7 +8,8 @@ two ranks on the two hosts, with their own addresses; a 1-node x 2-GPU job gives
 its own GPU; `scontrol requeue` mid-run puts the job back and it resumes from its latest
 checkpoint to `trainer.max_steps` with the losses of the uninterrupted run; the time-limit
 signal makes the trainer checkpoint and the job requeue itself; a killed rank fails the job
-at once; a 2x2 sweep is one job array whose elements all finish; `tsforge jobs
+at once; a 2x2 sweep is one job array whose elements all finish; `tsforge tune` runs its
+trials as array elements, prunes one and keeps its study in the cluster's MariaDB; `tsforge jobs
 status|logs|cancel`; the templates `slurm/train.sbatch` (2 nodes, and its requeue),
 `sweep.sbatch` and `tensorboard.sbatch` (on the node's own address only) run for real.
 
@@ -304,6 +305,58 @@ def test_sweep_is_one_array_and_every_element_finishes(cluster, env, tmp_path):
         final = json.loads((sweep / str(num) / "metrics.json").read_text())
         config = (sweep / str(num) / "config.yaml").read_text()
         assert final["steps"] == 40 and r["swept"][0].split("=")[1] in config
+
+
+STUDY_DB = "mysql+pymysql:///?read_default_file=/etc/tsforge/study-db.cnf"
+
+
+def test_tune_runs_trials_as_array_elements_prunes_and_keeps_the_study_in_mariadb(
+        cluster, env, tmp_path):  # fmt: skip
+    import optuna
+
+    (tmp_path / "conf" / "search").mkdir(parents=True)
+    (tmp_path / "conf" / "search" / "lr.yaml").write_text("""
+metric: mse
+params:
+  optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+enqueue: [{optim.lr: 3.0e-3}, {optim.lr: 5.0e-3}, {optim.lr: 1.0e-9}]
+pruner: median
+startup_trials: 1
+trials: 4
+poll_s: 1
+""")
+    study_dir = tmp_path / "study"
+    out = subprocess.run(
+        [PY, "-m", "tsforge", "tune", "lr", "--config-dir", str(tmp_path / "conf"), "--study",
+         str(study_dir), "--storage", STUDY_DB, "launcher=slurm", "launcher.array_parallelism=2",
+         "model=dlinear", "trainer.max_steps=1500", "trainer.val_every_steps=50",
+         "trainer.log_every_steps=10", "trainer.threads=1", "data.batch_size=64"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    record = json.loads((study_dir / "study.json").read_text())
+    assert record["storage"] == STUDY_DB and not (study_dir / "study.db").exists()
+    study = optuna.load_study(study_name=record["study_name"], storage=STUDY_DB)
+    try:
+        trials = study.get_trials()
+        states = [t.state for t in trials]
+        job_ids = [t.user_attrs["job_id"] for t in trials]
+        assert [t.number for t in trials] == [0, 1, 2, 3]
+        # the first two trials are one array's elements; a slot freed later is refilled by a
+        # batch of one (submitit submits a one-element array as a plain job)
+        assert job_ids[:2] == [f"{job_ids[0].split('_')[0]}_{i}" for i in (0, 1)], job_ids
+        assert all(re.fullmatch(r"\d+(_\d+)?", j) for j in job_ids[2:]), job_ids
+        assert states[:3] == [optuna.trial.TrialState.COMPLETE] * 2 + [
+            optuna.trial.TrialState.PRUNED], out.stdout
+        pruned = json.loads((study_dir / "trials" / "2" / "metrics.json").read_text())
+        assert pruned["pruned"] is True and pruned["steps"] < 1500
+        assert state(job_ids[2]) == "COMPLETED"  # a pruned trial ends cleanly
+        assert (study_dir / "conf" / "experiment" / "lr_tuned.yaml").is_file()
+        for n in range(4):  # `tsforge jobs` knows each trial's job
+            assert job_ids[n] in tsforge("jobs", "status", str(study_dir / "trials" / str(n)),
+                                         env=env).stdout  # fmt: skip
+    finally:
+        optuna.delete_study(study_name=record["study_name"], storage=STUDY_DB)
 
 
 def test_train_sbatch_runs_a_two_node_job(cluster, env, tmp_path):

@@ -198,8 +198,8 @@ class Controller:
     # -- following trials --------------------------------------------------------------------
     def _poll(self) -> None:
         for number, run in list(self.running.items()):
-            self._report(number, run)
             state = self.runner.state(run)
+            self._report(number, run, judge=state == RUNNING)  # an ended run is not pruned
             if state == RUNNING:
                 continue
             if state == AGAIN:
@@ -215,15 +215,15 @@ class Controller:
             elif state == ENDED:
                 self._ended(number, run)
 
-    def _report(self, number: int, run: TrialRun) -> None:
-        """New validations to the study; the pruner's verdict to the run."""
+    def _report(self, number: int, run: TrialRun, judge: bool) -> None:
+        """New validations to the study; the pruner's verdict to a run still training."""
         trial = self.trials[number]
         new = [(s, v) for s, v in val_curve(run.run_dir, self.metric)
                if s not in self.reported[number]]  # fmt: skip
         for step, value in new:
             trial.report(value, step)
             self.reported[number].add(step)
-        if new and number not in self.pruning and trial.should_prune():
+        if judge and new and number not in self.pruning and trial.should_prune():
             self._request_prune(run, f"val/{self.metric} {new[-1][1]:.4f} at step "
                                      f"{new[-1][0]}, behind the other trials")  # fmt: skip
 
@@ -253,7 +253,7 @@ class Controller:
                                f"the data a validation split (data.split), or search another "
                                f"metric")  # fmt: skip
             return
-        if final.get("pruned") or number in self.pruning:
+        if final.get("pruned"):  # it honoured the request (one that came late finds it done)
             self.study.tell(number, state=TrialState.PRUNED)
             return
         value = min(v for _, v in curve)
