@@ -39,7 +39,8 @@ def study(python: str, folder: Path, pruner: str, args) -> dict:
     conf = folder / "conf" / "search"
     conf.mkdir(parents=True, exist_ok=True)
     base = Path(__file__).resolve().parents[1] / "conf" / "search" / "dlinear.yaml"
-    text = base.read_text() + f"\npruner: {pruner}\nseed: {args.seed}\n"
+    kept = [ln for ln in base.read_text().splitlines() if not ln.startswith(("pruner:", "seed:"))]
+    text = "\n".join(kept) + f"\npruner: {pruner}\nseed: {args.seed}\n"
     (conf / f"dlinear_{pruner}.yaml").write_text(text)
     cmd = [python, "-m", "tsforge", "tune", f"dlinear_{pruner}", "--config-dir",
            str(folder / "conf"), "--study", str(study_dir), "--trials", str(args.trials),
