@@ -186,10 +186,14 @@ class Controller:
                     and Path(rel) == Path("trials") / str(frozen.number)):  # fmt: skip
                 self._fail(frozen.number, "its record in the study is not what tune wrote")
                 continue
-            run = self.runner.adopt(frozen.number, self.dir / rel, overrides,
-                                    int(attrs.get("cpus", 1)), attrs.get("job_id"))  # fmt: skip
-            self.running[frozen.number] = run
             self.trials[frozen.number] = optuna.trial.Trial(self.study, frozen._trial_id)
+            try:  # on SLURM: no job id when the controller died before it submitted the trial
+                run = self.runner.adopt(frozen.number, self.dir / rel, overrides,
+                                        int(attrs.get("cpus", 1)), attrs.get("job_id"))
+            except UserError as err:
+                self._fail(frozen.number, str(err))
+                continue
+            self.running[frozen.number] = run
             self.reported[frozen.number] = set(frozen.intermediate_values)
             if (run.run_dir / PRUNE_REQUEST).exists():
                 self.pruning.add(frozen.number)
