@@ -108,6 +108,7 @@ def _plan(args):
 
 def _handler(args) -> int:
     import shutil
+    from dataclasses import asdict
 
     from tsforge.config.checks import check_overrides, with_config_dir
     from tsforge.train.lock import RunLock, holder
@@ -155,15 +156,16 @@ def _handler(args) -> int:
 
                 for point in search.enqueue:
                     study.enqueue_trial(as_labels(point), skip_if_exists=True)
-                record["storage"] = search.storage
-                write_record(study_dir, record)
+            # the budgets as given now: carrying on without flags keeps them
+            record["search_config"], record["storage"] = asdict(search), search.storage
+            write_record(study_dir, record)
             print(f"study {record['study_name']} ({'new' if new else 'carried on'}): search "
                   f"{record['search']}, {search.trials} trials, {runner.width} at once, "
                   f"pruner {search.pruner} -> {study_dir}", flush=True)
             controller = Controller(study_dir, search, study, runner,
                                     Settings(record["search"], base, extra))  # fmt: skip
             return controller.run()
-    except UserError:
+    except (UserError, OSError):
         if made and not (study_dir / "study.json").exists():
             shutil.rmtree(study_dir, ignore_errors=True)  # nothing of a study was made
         raise

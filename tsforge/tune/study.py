@@ -150,7 +150,7 @@ def _pruner(search: SearchConfig, max_steps: int, val_every: int):
 def open_study(record: dict[str, Any], search: SearchConfig, study_dir: Path, *,
                max_steps: int, val_every: int):  # fmt: skip
     """The study in its database (created on first use), with this search's sampler and
-    pruner; a UserError in one line when the database cannot be reached."""
+    pruner; a ConnectionError in one line when the database cannot be reached."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -165,7 +165,9 @@ def open_study(record: dict[str, Any], search: SearchConfig, study_dir: Path, *,
         )  # fmt: skip
     except (SQLAlchemyError, ImportError) as err:
         first = " ".join(str(err).split())[:200]
-        raise UserError(f"cannot open the study's database {_shown(url)}: {first}") from None
+        # the database, not the input: an environment fault (exit 1)
+        raise ConnectionError(f"cannot open the study's database {_shown(url)}: {first}") \
+            from None  # fmt: skip
 
 
 def _shown(url: str) -> str:
