@@ -4,6 +4,7 @@ on a 2-element SLURM job array, side by side.
     sudo bash slurm/local-cluster.sh up                 # an idle cluster (the local one here)
     python benchmarks/tune_pruning.py --python $VENV/bin/python    # ~25 min on 2 cores
     python benchmarks/tune_pruning.py --trials 6 --quick           # a smaller pair
+    python benchmarks/tune_pruning.py --pruner asha --trials 16 --json results/tune_asha.json
                                # VENV=/var/lib/tsforge-cluster/shared/venvs/tsforge-0.1.0 here
 
 Both studies search `conf/search/dlinear.yaml` around one long-horizon cell (default ETTh2,
@@ -32,6 +33,7 @@ STORAGE = "mysql+pymysql:///?read_default_file=/etc/tsforge/study-db.cnf"
 
 
 def study(python: str, folder: Path, pruner: str, args) -> dict:
+    # `pruner` is args.pruner on the pruned side, "none" on the other
     """Run one study to its end; its trials' states, CPU time and best value from the DB."""
     import optuna
 
@@ -39,8 +41,10 @@ def study(python: str, folder: Path, pruner: str, args) -> dict:
     conf = folder / "conf" / "search"
     conf.mkdir(parents=True, exist_ok=True)
     base = Path(__file__).resolve().parents[1] / "conf" / "search" / "dlinear.yaml"
-    kept = [ln for ln in base.read_text().splitlines() if not ln.startswith(("pruner:", "seed:"))]
-    text = "\n".join(kept) + f"\npruner: {pruner}\nseed: {args.seed}\n"
+    kept = [ln for ln in base.read_text().splitlines()
+            if not ln.startswith(("pruner:", "seed:", "startup_trials:"))]  # fmt: skip
+    text = "\n".join(kept) + (f"\npruner: {pruner}\nseed: {args.seed}\n"
+                              f"startup_trials: {args.startup_trials}\n")  # fmt: skip
     (conf / f"dlinear_{pruner}.yaml").write_text(text)
     cmd = [python, "-m", "tsforge", "tune", f"dlinear_{pruner}", "--config-dir",
            str(folder / "conf"), "--study", str(study_dir), "--trials", str(args.trials),
@@ -80,6 +84,9 @@ def main() -> None:
     parser.add_argument("--experiment", default="etth2_dlinear_h336")
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pruner", default="median", choices=["median", "asha", "hyperband"])
+    parser.add_argument("--startup-trials", type=int, default=5, help="random trials first "
+                        "(TPE's start), and the median pruner's completed trials before it prunes")
     parser.add_argument("--storage", default=STORAGE)
     parser.add_argument("--quick", action="store_true", help="write results/*_quick.json")
     parser.add_argument("--json", type=Path)
@@ -88,10 +95,11 @@ def main() -> None:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tune-pruning-"))
     folder.mkdir(parents=True, exist_ok=True)
     env_note = {k: os.environ[k] for k in ("TSFORGE_DATA_DIR",) if k in os.environ}
-    sides = {p: study(args.python, folder, p, args) for p in ("median", "none")}
-    pruned, plain = sides["median"], sides["none"]
+    sides = {p: study(args.python, folder, p, args) for p in (args.pruner, "none")}
+    pruned, plain = sides[args.pruner], sides["none"]
     result = {
         "benchmark": "tune_pruning", "experiment": args.experiment, "trials": args.trials,
+        "pruner": args.pruner, "startup_trials": args.startup_trials, "seed": args.seed,
         "array_parallelism": 2, "machine": machine(), "env": env_note,
         "with_pruning": pruned, "without_pruning": plain,
         "trials_per_cpu_hour_ratio": round(pruned["trials_per_cpu_hour"]
