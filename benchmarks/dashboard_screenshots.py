@@ -2,6 +2,7 @@
 
     python benchmarks/dashboard_screenshots.py                 # sweep, serve, screenshot
     python benchmarks/dashboard_screenshots.py --sweep-dir D   # screenshot an existing sweep
+    python benchmarks/dashboard_screenshots.py --sweep-dir STUDY_DIR --out results/dashboard_tune
 
 Runs a 3-run sweep on the built-in synthetic data (`python -m tsforge.launch -m
 optim.lr=3e-4,1e-3,3e-3`, a few dozen steps each), starts `tensorboard --logdir SWEEP_DIR`
@@ -64,7 +65,8 @@ def serve(logdir: Path, port: int) -> subprocess.Popen:
          "127.0.0.1", "--port", str(port), "--load_fast", "false", "--reload_interval", "5"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    runs = len(list(logdir.glob("*/config.yaml")))
+    # a sweep: <num>/config.yaml; a study: trials/<n>/config.yaml
+    runs = sum("checkpoints" not in p.parts for p in logdir.rglob("config.yaml"))
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
