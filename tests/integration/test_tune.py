@@ -183,3 +183,25 @@ poll_s: 0.3
     assert sorted(os.listdir(study_dir / "trials")) == ["0", "1"]
     meta = json.loads((study_dir / "trials" / "0" / "meta.json").read_text())
     assert meta["resumes"] and meta["resumes"][-1]["from_step"] > 0, meta
+
+
+def test_the_wall_budget_prunes_the_running_trial_and_asks_for_no_more(tmp_path):
+    conf = search_file(tmp_path / "conf", "wall", """
+metric: mse
+params:
+  optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+trials: 5
+wall_minutes: 0.4
+poll_s: 0.3
+""")
+    study_dir = tmp_path / "study"
+    steps = 200_000  # far more than 24 s allow
+    proc = tune("wall", "--config-dir", str(conf), "--study", str(study_dir), *RUN,
+                "model=dlinear", f"trainer.max_steps={steps}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # no trial completed: no best
+    assert "no trial completed" in proc.stderr
+    (trial,) = load(study_dir).get_trials()
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert "wall-time budget" in (study_dir / "trials" / "0" / "prune").read_text()
+    final = json.loads((study_dir / "trials" / "0" / "metrics.json").read_text())
+    assert final["pruned"] is True and 0 < final["steps"] < steps
