@@ -72,12 +72,13 @@ def train(name: str, seed: int) -> dict:
     run_dir = RUNS / name / f"seed{seed}"
     timing = run_dir / "timing.json"
     if not ((run_dir / "metrics.json").exists() and timing.exists()):
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)  # the launch makes the run's folder
+        stdout = run_dir.parent / f"seed{seed}.stdout.txt"
         cmd = [sys.executable, "-m", "tsforge.launch", f"experiment={name}",
                f"trainer.seed={seed}", "trainer.threads=1", f"hydra.run.dir={run_dir}"]  # fmt: skip
-        code, wall, cpu = run_timed(cmd, run_dir / "stdout.txt")
+        code, wall, cpu = run_timed(cmd, stdout)
         if code != 0:
-            log = (run_dir / "stdout.txt").read_text()[-3000:]
+            log = stdout.read_text()[-3000:]
             raise RuntimeError(f"{name} seed {seed} failed ({code}):\n{log}")
         timing.write_text(json.dumps({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}) + "\n")
         print(f"  trained {name} seed {seed}: {cpu / 60:.1f} CPU-min, {wall / 60:.1f} min wall",
