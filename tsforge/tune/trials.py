@@ -86,7 +86,9 @@ class LocalRunner:
 
     def state(self, run: TrialRun) -> str:
         if run.process is None:  # adopted: another controller started it
-            return RUNNING if holder(run.run_dir) else AGAIN
+            if holder(run.run_dir):
+                return RUNNING
+            return ENDED if (run.run_dir / "metrics.json").exists() else AGAIN
         code = run.process.poll()
         if code is None:
             return RUNNING
