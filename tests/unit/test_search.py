@@ -148,3 +148,21 @@ def test_the_study_record_is_read_as_untrusted(tmp_path):
         (tmp_path / "study.json").write_text(json.dumps(bad))
         with pytest.raises(UserError, match="study.json"):
             read_record(tmp_path)
+
+
+def test_a_recorded_search_keeps_its_params_in_order(tmp_path):
+    """study.json is written with sorted keys; a condition still follows its parameter."""
+    from dataclasses import asdict
+
+    from tsforge.tune.study import search_of
+
+    search = load_search("cond", write_search(tmp_path, "cond", """
+params:
+  model: {type: choice, choices: [nhits, dlinear]}
+  a.b: {type: float, low: 0.0, high: 1.0, when: {model: nhits}}
+"""))
+    record = new_record(tmp_path, "cond", search, [], [])
+    record.update(search_config=asdict(search), param_order=list(search.params))
+    write_record(tmp_path, record)
+    again = search_of(read_record(tmp_path), tmp_path)
+    assert list(again.params) == ["model", "a.b"]

@@ -158,6 +158,7 @@ def _handler(args) -> int:
                     study.enqueue_trial(as_labels(point), skip_if_exists=True)
             # the budgets as given now: carrying on without flags keeps them
             record["search_config"], record["storage"] = asdict(search), search.storage
+            record["param_order"] = list(search.params)
             write_record(study_dir, record)
             print(f"study {record['study_name']} ({'new' if new else 'carried on'}): search "
                   f"{record['search']}, {search.trials} trials, {runner.width} at once, "

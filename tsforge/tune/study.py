@@ -180,8 +180,14 @@ def search_of(record: dict[str, Any], where: Path) -> SearchConfig:
     """The search recorded in study.json (for a study carried on without naming it)."""
     from omegaconf.errors import OmegaConfBaseException
 
+    config = dict(record["search_config"])
+    params = config.get("params")
+    order = record.get("param_order")
+    if isinstance(params, dict) and isinstance(order, list) and set(order) == set(params):
+        # study.json is written with sorted keys: a `when` reads the params listed before it
+        config["params"] = {key: params[key] for key in order}
     try:
-        node = OmegaConf.create(record["search_config"])
+        node = OmegaConf.create(config)
     except (OmegaConfBaseException, ValueError) as err:
         raise UserError(f"{where / RECORD}: 'search_config' does not read ({err})") from None
     return as_search(node, str(where / RECORD))
