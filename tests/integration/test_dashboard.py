@@ -78,7 +78,8 @@ def test_no_hparam_scalars_anywhere(run):
         for tag in acc.Tags()["scalars"]:
             assert not tag.startswith("hparam"), (folder, tag)
             assert tag not in config, (folder, tag)
-            assert tag.split("/")[0] in ("train", "val", "perf", "mem", "test"), (folder, tag)
+            assert tag.split("/")[0] in ("train", "val", "perf", "mem", "test", "best_val"), (
+                folder, tag)
 
 
 def _flat_config(run: Path) -> dict:
@@ -138,7 +139,8 @@ def test_hparams_session_carries_config_and_test_metrics(run):
     assert hparams["trainer.max_steps"].number_value == 20
     final = json.loads((run / "metrics.json").read_text())
     session = _accumulator(run / "tb" / "test")
-    assert set(session.Tags()["scalars"]) == {f"test/{k}" for k in final["test"] if k != "loss"}
+    assert set(session.Tags()["scalars"]) == {f"test/{k}" for k in final["test"] if k != "loss"} \
+        | {f"best_val/{k}" for k in final["best_val"]}  # what a search selects on  # fmt: skip
     assert [e.value for e in session.Scalars("test/mae")] == pytest.approx(
         [final["test"]["mae"]], rel=1e-6)
 
@@ -208,7 +210,8 @@ def test_a_sweep_s_hparams_columns_are_the_keys_it_varies_and_the_test_metrics(t
         ) == pytest.approx([1e-3, 3e-3])
         final = json.loads((sweep / str(num) / "metrics.json").read_text())
         tags = [m.name.tag for m in exp.metric_infos]
-        assert sorted(tags) == sorted(f"test/{k}" for k in final["test"] if k != "loss")
+        assert sorted(tags) == sorted([f"test/{k}" for k in final["test"] if k != "loss"]
+                                      + [f"best_val/{k}" for k in final["best_val"]])
         assert tags[:2] == ["test/mae", "test/mse"]  # the evaluator's order, not the alphabet
         start = metadata.parse_session_start_info_plugin_data(
             content[metadata.SESSION_START_INFO_TAG])
