@@ -54,12 +54,9 @@ def _budgets(search, args) -> None:
 
 
 def _folders(config_dir: str | None) -> list[str]:
-    if config_dir is None:
-        return []
-    folder = Path(config_dir).expanduser().resolve()
-    if not folder.is_dir():
-        raise UserError(f"--config-dir {config_dir}: no such folder")
-    return [str(folder)]
+    from tsforge.config.checks import config_folder
+
+    return [] if config_dir is None else [str(config_folder(config_dir))]
 
 
 def _plan(args):
@@ -119,12 +116,17 @@ def _handler(args) -> int:
     base = list(search.overrides) + list(record["overrides"])
     for folder in reversed(record["config_dirs"]):
         base = with_config_dir(base, folder)
-    cfg = check_overrides(base)
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    if any(o.is_sweep_override() for o in OverridesParser.create().parse_overrides(base)):
+    try:  # before check_overrides, which would compose every value of a sweep
+        sweep = any(o.is_sweep_override() for o in OverridesParser.create().parse_overrides(base))
+    except HydraException:
+        sweep = False  # check_overrides names what does not parse
+    if sweep:
         raise UserError("a study searches around one experiment: give single values (the "
                         "search's params say what varies)")
+    cfg = check_overrides(base)
     extra = [f"trainer.early_stop_metric={search.metric}"]
     if cfg.launcher.name == "slurm":
         from tsforge.launchers.slurm import check_request

@@ -239,15 +239,21 @@ def _check_group_choice(o) -> None:
                                 f"option of it: pick a file of conf/{o.key_or_group}/")
 
 
+def config_folder(config_dir: str) -> Path:
+    """`--config-dir DIR` as an absolute folder, or a UserError when there is none."""
+    folder = Path(config_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise UserError(f"--config-dir {config_dir}: no such folder; give a folder of your own "
+                        f"configs (e.g. one holding experiment/<name>.yaml)")
+    return folder
+
+
 def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
     """Hydra's `--config-dir DIR` as a `hydra.searchpath` override, merged with one the user
     gave, so that the checks here, sweeps and Hydra itself search the same folders."""
     if config_dir is None:
         return overrides
-    folder = Path(config_dir).expanduser().resolve()
-    if not folder.is_dir():
-        raise UserError(f"--config-dir {config_dir}: no such folder; give a folder of your own "
-                        f"configs (e.g. one holding experiment/<name>.yaml)")
+    folder = config_folder(config_dir)
     parsed = _parse(overrides)
     given = [o for o in parsed if o.key_or_group == "hydra.searchpath"]
     paths = [f"file://{folder}", *(given[-1].value() if given else [])]

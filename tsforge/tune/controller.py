@@ -165,13 +165,8 @@ class Controller:
         except UserError as err:  # a point the model cannot take (patch longer than input)
             self._fail(trial.number, str(err))
             return None
-        trial.set_user_attr("cpus", self._cpus(cfg))
+        trial.set_user_attr("cpus", self.runner.cpus(cfg))
         return Start(trial.number, cfg, overrides, run_dir)
-
-    def _cpus(self, cfg) -> int:
-        from tsforge.tune.trials import local_cpus
-
-        return self.runner.cpus() if hasattr(self.runner, "cpus") else local_cpus(cfg)
 
     def _adopt(self) -> None:
         """Trials the database holds as running: a controller before this one started them."""

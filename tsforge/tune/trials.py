@@ -53,9 +53,6 @@ class TrialRun:
     failure: str = ""  # why it failed, in one line
 
 
-def local_cpus(cfg: DictConfig) -> int:
-    threads = int(cfg.trainer.threads) or max(1, (os.cpu_count() or 1) // int(cfg.launcher.nprocs))
-    return threads * int(cfg.launcher.nprocs)
 
 
 class LocalRunner:
@@ -66,8 +63,13 @@ class LocalRunner:
         self.width = parallel
 
     def start(self, starts: list[Start]) -> list[TrialRun]:
-        return [self._launch(TrialRun(s.number, s.run_dir, local_cpus(s.cfg),
+        return [self._launch(TrialRun(s.number, s.run_dir, self.cpus(s.cfg),
                                       overrides=s.overrides)) for s in starts]  # fmt: skip
+
+    def cpus(self, cfg: DictConfig) -> int:
+        """CPUs a trial holds: its threads per process x its processes."""
+        nprocs = int(cfg.launcher.nprocs)
+        return (int(cfg.trainer.threads) or max(1, (os.cpu_count() or 1) // nprocs)) * nprocs
 
     def _launch(self, run: TrialRun) -> TrialRun:
         from tsforge.tune.space import value_text
@@ -129,7 +131,8 @@ class SlurmRunner:
         self.job_name = job_name
         self.width = int(launcher.array_parallelism)
 
-    def cpus(self) -> int:
+    def cpus(self, cfg: DictConfig | None = None) -> int:
+        """CPUs an array element holds (the launcher's request, the same for every trial)."""
         per_task = int(self.launcher.cpus_per_task or 1)
         return int(self.launcher.nodes) * int(self.launcher.tasks_per_node) * per_task
 
