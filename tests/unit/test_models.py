@@ -191,6 +191,15 @@ def test_dlinear_individual_has_weights_per_channel():
     assert not torch.allclose(y[:, :, 0], y[:, :, 1])
 
 
+def test_dlinear_revin_makes_forecasts_shift_and_scale_equivariant():
+    plain = build_model("dlinear", input_size=L, horizon=H).eval()
+    assert plain.revin is None  # off by default, as in the paper
+    model = build_model("dlinear", input_size=L, horizon=H, n_channels=2, revin=True).eval()
+    x = torch.randn(B, L, 2)
+    torch.testing.assert_close(model(3 * x + 5), 3 * model(x) + 5, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(plain(3 * x + 5), 3 * plain(x) + 5, atol=1e-2)
+
+
 def test_patchtst_defaults_are_patchtst64():
     model = build_model("patchtst", input_size=512, horizon=96)
     assert model.n_patches == 64

@@ -10,6 +10,11 @@ its own pair of linear maps; otherwise channels share them. Each map outputs H *
 (O outputs per point, set by the loss). No covariates, no dropout, PyTorch's default Linear
 initialisation.
 
+`revin=True` wraps the two maps in reversible instance normalisation (Kim et al., ICLR 2022):
+each window and channel is standardised by its own input statistics and the forecast mapped
+back, which is what RLinear (Li et al., arXiv:2305.10721) adds to a linear map to follow level
+shifts such as ETTh2's. Off by default, as in the paper.
+
 Shape legend:
     B  batch             L  input steps (input_size)     H  horizon
     C  target channels   O  outputs per point (n_outputs)
@@ -27,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tsforge.errors import UserError
+from tsforge.models.heads import RevIN
 
 
 def moving_average(x_BLC: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -66,6 +72,8 @@ class DLinear(nn.Module):
         n_outputs: int = 1,
         moving_avg_window: int = 25,
         individual: bool = False,
+        revin: bool = False,
+        revin_affine: bool = True,
     ):
         super().__init__()
         if moving_avg_window % 2 == 0 or moving_avg_window < 1:
@@ -74,6 +82,7 @@ class DLinear(nn.Module):
         self.n_outputs = n_outputs
         self.moving_avg_window = moving_avg_window
         out_features = horizon * n_outputs
+        self.revin = RevIN(n_channels, affine=revin_affine) if revin else None
         if individual:
             self.linear_seasonal = ChannelLinear(n_channels, input_size, out_features)
             self.linear_trend = ChannelLinear(n_channels, input_size, out_features)
@@ -90,7 +99,14 @@ class DLinear(nn.Module):
         stat_exog: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, L, C = insample_y.shape
-        trend_BLC = moving_average(insample_y, self.moving_avg_window)
-        seasonal_BCL = (insample_y - trend_BLC).transpose(1, 2)
+        x_BLC = insample_y
+        stats = None
+        if self.revin is not None:
+            x_BLC, stats = self.revin.normalize(x_BLC, insample_mask)
+        trend_BLC = moving_average(x_BLC, self.moving_avg_window)
+        seasonal_BCL = (x_BLC - trend_BLC).transpose(1, 2)
         y_BCF = self.linear_seasonal(seasonal_BCL) + self.linear_trend(trend_BLC.transpose(1, 2))
-        return y_BCF.reshape(B, C, self.horizon, self.n_outputs).transpose(1, 2)
+        y_BHCO = y_BCF.reshape(B, C, self.horizon, self.n_outputs).transpose(1, 2)
+        if stats is not None:
+            y_BHCO = self.revin.denormalize(y_BHCO, stats)
+        return y_BHCO
