@@ -18,7 +18,7 @@ here from the same files and must match the official sheet (13.912 / 1.193, 18.3
 MASE scales by the train rows only (not the validation part of the history), so forecasts come
 from `tsforge.runs.predict` on a store of the histories and are scored here with
 `tsforge.metrics`, as `tsforge score` scores them. Writes benchmarks/results/m4_hourly.csv and
-.json (or --out) and prints the table.
+.json (or --out), keeping the rows of other experiments already there, and prints the table.
 """
 
 from __future__ import annotations
@@ -160,6 +160,15 @@ def official_rows(data_dir: Path, best: int) -> list[dict]:
     return out
 
 
+def other_experiments(path: Path, experiment: str) -> list[dict]:
+    """The rows of other tsforge experiments already in the results, kept beside this one's."""
+    try:
+        rows = json.loads(path.read_text())["rows"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return [r for r in rows if r.get("experiment") and r["experiment"] != experiment]
+
+
 def machine_line(threads: int) -> str:
     import torch
 
@@ -237,15 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "benchmarks" / "results" / (
         "m4_hourly.csv" if args.split == "test" else "m4_hourly_val.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
+    kept = other_experiments(out.with_suffix(".json"), args.experiment)
     cols = ["method", "smape", "mase", "owa", "split", "experiment", "seeds", "train_minutes",
             "hardware"]
     with open(out, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
-        for r in rows:
+        for r in kept + rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
     summary = {"split": args.split, "series": len(ids), "horizon": HORIZON, "season": SEASON,
-               "machine": machine, "runs": [str(d) for _, d, _ in runs], "rows": rows}
+               "machine": machine, "runs": [str(d) for _, d, _ in runs], "rows": kept + rows}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
 
     print(f"\nM4 Hourly, {args.split} split, {len(ids)} series x {HORIZON} steps ({machine})")
