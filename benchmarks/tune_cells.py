@@ -14,9 +14,9 @@ validation split only, in benchmarks/out/tune/<cell> (launched again, it carries
 within the same total budget). Its best trial becomes `conf/experiment/<cell>_tuned.yaml`,
 which is then trained with seeds 0, 1, 2 (one thread each, as every cell of the table, two
 at a time) and scored once on the test split under the protocol (PROTOCOL.md), and on the
-published code's drop-last batches too (`data.legacy_test_drop_last=<its batch size>` at evaluation), so both
-figures stand beside the published ones. Results: results/tune_cells.json, and a
-`<cell>_tuned` row in results/long_horizon.csv beside the hand recipe's. M4 Hourly's
+published code's drop-last batches too (`data.legacy_test_drop_last=<its batch size>` at
+evaluation), so both figures stand beside the published ones. Results: tune_cells.json, and
+a `<cell>_tuned` row in long_horizon.csv beside the hand recipe's (in results/). M4 Hourly's
 `m4_hourly_nhits` is searched the same way (`conf/search/nhits_m4_hourly.yaml`, validation
 sMAPE, trials of 1,500 steps), then `m4_hourly_nhits_tuned` is trained on seeds 0-2 and scored
 by benchmarks/m4_hourly.py (each seed and their median) into results/m4_hourly.csv.
