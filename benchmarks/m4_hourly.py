@@ -2,7 +2,7 @@
 series, and score them as the M4 competition does, beside sNaive, Naive2 and the best entries.
 
     TSFORGE_DATA_DIR=/path/to/data python benchmarks/m4_hourly.py            # seed 0
-    python benchmarks/m4_hourly.py --seeds 0 1 2      # each seed, and their median ensemble
+    python benchmarks/m4_hourly.py --seeds 0 1 2 --jobs 2   # each seed, their median ensemble
     python benchmarks/m4_hourly.py --run-dir runs/m4  # score a trained run, no training
     python benchmarks/m4_hourly.py --split val        # the 48 steps before the test: for tuning
     python benchmarks/m4_hourly.py trainer.max_steps=600 --seeds 0    # Hydra overrides first
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="where trained runs go: <runs-root>/<experiment>_seed<S>")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    p.add_argument("--jobs", type=int, default=1, help="seeds trained at once")
     p.add_argument("--out", type=Path, default=None,
                    help="CSV to write, JSON beside it (default benchmarks/results/m4_hourly.csv; "
                    "m4_hourly_val.csv for --split val)")
@@ -208,10 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         runs = [(int(OmegaConf.load(d / "config.yaml").trainer.seed), d, run_minutes(d))
                 for d in args.run_dir]  # fmt: skip
     else:
-        for seed in args.seeds:
+        def one(seed: int) -> tuple[int, Path, float]:
             run_dir = args.runs_root / f"{args.experiment}_seed{seed}"
-            runs.append((seed, run_dir, train(args.experiment, seed, run_dir, args.threads,
-                                              args.overrides)))
+            return seed, run_dir, train(args.experiment, seed, run_dir, args.threads,
+                                        args.overrides)  # fmt: skip
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            runs = list(pool.map(one, args.seeds))
 
     snaive = score(seasonal_naive_forecasts(histories), truth, histories)
     naive2 = score(naive2_forecasts(histories), truth, histories)

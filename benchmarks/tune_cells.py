@@ -96,7 +96,8 @@ def m4_rows(seeds: int) -> dict:
     import m4_hourly
 
     experiment = f"{M4}_tuned"
-    m4_hourly.main(["--experiment", experiment, "--seeds", *map(str, range(seeds))])
+    m4_hourly.main(["--experiment", experiment, "--jobs", "2",
+                    "--seeds", *map(str, range(seeds))])  # fmt: skip
     rows = json.loads((RESULTS / "m4_hourly.json").read_text())["rows"]
     return {"experiment": experiment, "seeds": seeds,
             "rows": [r for r in rows if r.get("experiment") == experiment]}  # fmt: skip
