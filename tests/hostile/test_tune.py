@@ -121,3 +121,35 @@ def _carries_on(ws: Path) -> None:
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_tune(case, workspace):
     check(case, workspace)
+
+
+def test_a_study_stopped_before_it_is_recorded_leaves_nothing(tmp_path, monkeypatch):
+    """SIGTERM while the study is being opened: exit 130, and the folder is as it was (a new
+    one removed, an empty one given emptied again), so the same command starts it again."""
+    import os
+
+    from tsforge.cli.main import main
+    from tsforge.tune import study
+
+    def stopped(record, search, folder, **kw):
+        (folder / "study.db").write_bytes(b"")  # as far as a real start gets
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the stop signal did not stop the start")
+
+    def unhandled(signum, frame):
+        pytest.fail("SIGTERM reached the default handler: a real start would die here")
+
+    monkeypatch.setattr(study, "open_study", stopped)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        search(GOOD)(tmp_path)
+        given = tmp_path / "given"
+        given.mkdir()
+        for folder in (tmp_path / "new", given):
+            argv = ["tune", "s", "--config-dir", str(tmp_path / "conf"), "--study", str(folder),
+                    "trainer.max_steps=20"]  # fmt: skip
+            assert main(argv) == 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not (tmp_path / "new").exists()
+    assert given.is_dir() and not any(given.iterdir())

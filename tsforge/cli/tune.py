@@ -107,6 +107,7 @@ def _handler(args) -> int:
     import shutil
     from dataclasses import asdict
 
+    from tsforge.cli import interrupt
     from tsforge.config.checks import check_overrides, with_config_dir
     from tsforge.train.lock import RunLock, holder
     from tsforge.tune.controller import Controller, Settings
@@ -148,9 +149,11 @@ def _handler(args) -> int:
         raise UserError(f"the study in {study_dir} is in use by pid {who}: another tsforge "
                         f"tune runs it; wait for it, or stop it (kill -TERM {who.split('@')[0]})")
     made = not study_dir.exists()
-    study_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with RunLock(study_dir):
+        study_dir.mkdir(parents=True, exist_ok=True)
+        # A stop signal before the controller takes over raises KeyboardInterrupt (exit 130),
+        # so that a study stopped before it is recorded leaves no folder behind.
+        with interrupt.stop_on_signals(), RunLock(study_dir):
             study = open_study(record, search, study_dir, max_steps=int(cfg.trainer.max_steps),
                                val_every=int(cfg.trainer.val_every_steps))  # fmt: skip
             if new:
@@ -168,7 +171,10 @@ def _handler(args) -> int:
             controller = Controller(study_dir, search, study, runner,
                                     Settings(record["search"], base, extra))  # fmt: skip
             return controller.run()
-    except (UserError, OSError):
-        if made and not (study_dir / "study.json").exists():
-            shutil.rmtree(study_dir, ignore_errors=True)  # nothing of a study was made
+    except (UserError, OSError, KeyboardInterrupt):
+        if new and not (study_dir / "study.json").exists():  # nothing of a study was made
+            if made:
+                shutil.rmtree(study_dir, ignore_errors=True)
+            else:  # the empty folder given was the user's: only what went into it goes
+                (study_dir / "study.db").unlink(missing_ok=True)
         raise
