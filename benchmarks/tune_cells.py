@@ -20,9 +20,10 @@ a `<cell>_tuned` row in long_horizon.csv beside the hand recipe's (in results/).
 `m4_hourly_nhits` is searched the same way (`conf/search/nhits_m4_hourly.yaml`, validation
 sMAPE, trials of 1,500 steps), then `m4_hourly_nhits_tuned` is trained on seeds 0-2 and scored
 by benchmarks/m4_hourly.py (each seed and their median) into results/m4_hourly.csv.
-`--report` prints the Markdown table of the searched cells and the issue's targets counted
-over every row of long_horizon.csv (hand recipes and searched cells), and M4 Hourly's rows,
-written to results/tune_cells.md.
+`--report` prints the Markdown table of the searched cells (with ρ(val, test): Spearman's
+rank correlation of validation and test over each study's completed trials) and the issue's
+targets counted over every row of long_horizon.csv (hand recipes and searched cells), and M4
+Hourly's rows, written to results/tune_cells.md.
 """
 
 from __future__ import annotations
@@ -218,14 +219,37 @@ def targets(rows: list[list[str]], pub: dict) -> list[str]:
     return lines
 
 
+def val_test_rank(cell: str, metric: str) -> tuple[float, int] | None:
+    """Spearman's rank correlation between the validation and the test figure over the study's
+    completed trials (each scores the test split once, as every run does; the search never
+    reads it), and their number: how far choosing on validation can carry to the test split."""
+    import numpy as np
+
+    pairs = []
+    for path in (STUDIES / cell / "trials").glob("*/metrics.json"):
+        m = json.loads(path.read_text())
+        if not m.get("pruned") and metric in m.get("test", {}):
+            pairs.append((m["best_val"][metric], m["test"][metric]))
+    if len(pairs) < 3:
+        return None
+    ranks = np.argsort(np.argsort(np.array(pairs), axis=0), axis=0)
+    return float(np.corrcoef(ranks[:, 0], ranks[:, 1])[0, 1]), len(pairs)
+
+
 def report(pub: dict) -> str:
-    results = json.loads((RESULTS / "tune_cells.json").read_text())
+    path = RESULTS / "tune_cells.json"
+    results = json.loads(path.read_text())
+    for cell, r in results.items():  # kept in the results: the study folders are not
+        rank = val_test_rank(cell, "smape" if cell == M4 else "mse")
+        if rank:
+            r["val_test_spearman"], r["val_test_trials"] = rank
+    write_json(path, results)
     with open(RESULTS / "long_horizon.csv", newline="") as f:
         rows = list(csv.reader(f))
     hand = {r[5]: float(r[3]) for r in rows[1:]}
     lines = ["| cell | hand recipe MSE | tuned MSE (3 seeds) | tuned, drop-last | best published "
-             "| Δ tuned | search chose | search |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| Δ tuned | search chose | ρ(val, test) | search |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for cell, r in results.items():
         if cell == M4:
             continue
@@ -239,8 +263,14 @@ def report(pub: dict) -> str:
         search = r["summary"].removeprefix("study done: ")
         lines.append(f"| {name} | {hand[cell]:.3f} | {at}{r['mse']:.3f}{at}{seeds} | {drop} | "
                      f"{r['best_published_mse']:.3f} | {delta:+.3f} | {chosen(cell)} | "
-                     f"{search} |")  # fmt: skip
+                     f"{rho(r)} | {search} |")  # fmt: skip
     return "\n".join(lines + ["", *targets(rows, pub), *m4_report(results)]) + "\n"
+
+
+def rho(r: dict) -> str:
+    if "val_test_spearman" not in r:
+        return "–"
+    return f"{r['val_test_spearman']:+.2f} ({r['val_test_trials']} trials)"
 
 
 def m4_report(results: dict) -> list[str]:
@@ -248,8 +278,9 @@ def m4_report(results: dict) -> list[str]:
     if M4 not in results:
         return []
     r = results[M4]
-    lines = ["", f"M4 Hourly, `{r['experiment']}` ({r['summary'].removeprefix('study done: ')}; "
-             f"chose {chosen(M4)}):", "", "| method | sMAPE | MASE | OWA |", "|---|---|---|---|"]
+    search = r["summary"].removeprefix("study done: ")
+    lines = ["", f"M4 Hourly, `{r['experiment']}` ({search}; chose {chosen(M4)}; "
+             f"ρ(val, test) {rho(r)}):", "", "| method | sMAPE | MASE | OWA |", "|---|---|---|---|"]
     for row in r["rows"]:
         lines.append(f"| {row['method']} | {row['smape']:.3f} | {row['mase']:.3f} | "
                      f"{row['owa']:.3f} |")  # fmt: skip
