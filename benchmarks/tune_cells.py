@@ -62,8 +62,9 @@ def search_for(cell: str) -> str:
 def study(cell: str, cpu_minutes: float) -> dict:
     search = search_for(cell)
     study_dir = STUDIES / cell
-    cmd = [sys.executable, "-m", "tsforge", "tune", search, f"experiment={cell}",
-           *TRIAL_OVERRIDES.get(cell, []), "--study", str(study_dir), "--parallel", "2",
+    extra = TRIAL_OVERRIDES.get(cell, [])
+    cmd = [sys.executable, "-m", "tsforge", "tune", search, f"experiment={cell}", *extra,
+           "--study", str(study_dir), "--parallel", "2",
            "--cpu-minutes", str(cpu_minutes), "--trials", "200"]  # fmt: skip
     if (study_dir / "study.json").exists():
         cmd = [sys.executable, "-m", "tsforge", "tune", "--study", str(study_dir),
@@ -81,7 +82,8 @@ def study(cell: str, cpu_minutes: float) -> dict:
     body = [ln for ln in exported.read_text().splitlines() if not ln.startswith("#")]
     header = [
         "# @package _global_",
-        f"# {cell} as `tsforge tune {search} experiment={cell} --cpu-minutes {cpu_minutes:g}`",
+        f"# {cell} as `tsforge tune {search} {' '.join([f'experiment={cell}', *extra])} "
+        f"--cpu-minutes {cpu_minutes:g}`",
         f"# found it: trial {best_trial}, chosen on validation {metric} only ({best_val:.4f}).",
         "# benchmarks/tune_cells.py trains it with seeds 0-2 and scores it on the test split.",
         f"#   python -m tsforge.launch experiment={cell}_tuned",
