@@ -53,8 +53,6 @@ class TrialRun:
     failure: str = ""  # why it failed, in one line
 
 
-
-
 class LocalRunner:
     """Trials as processes on this machine, `parallel` at once."""
 
