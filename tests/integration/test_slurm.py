@@ -346,8 +346,11 @@ poll_s: 1
         # batch of one (submitit submits a one-element array as a plain job)
         assert job_ids[:2] == [f"{job_ids[0].split('_')[0]}_{i}" for i in (0, 1)], job_ids
         assert all(re.fullmatch(r"\d+(_\d+)?", j) for j in job_ids[2:]), job_ids
-        assert states[:3] == [optuna.trial.TrialState.COMPLETE] * 2 + [
-            optuna.trial.TrialState.PRUNED], out.stdout
+        # the first trial to end completes (pruning waits for one complete trial); the other of
+        # the two may complete or fall behind it and be pruned, as their finishing order decides
+        complete, pruned_state = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+        assert complete in states[:2] and set(states[:2]) <= {complete, pruned_state}, out.stdout
+        assert states[2] == pruned_state, out.stdout  # lr=1e-9 trails every trial at once
         pruned = json.loads((study_dir / "trials" / "2" / "metrics.json").read_text())
         assert pruned["pruned"] is True and pruned["steps"] < 1500
         assert state(job_ids[2]) == "COMPLETED"  # a pruned trial ends cleanly
