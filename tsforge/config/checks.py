@@ -162,7 +162,65 @@ def check_values(cfg: DictConfig) -> None:
         from tsforge.data.splits import parse
 
         parse(cfg.data.split, "data.split")
+    if cfg.data.name == "mixture":
+        _check_sources(cfg.data)
     _check_device(str(cfg.trainer.device))
+
+
+def _check_sources(data: DictConfig) -> None:
+    """data=mixture: each source names one registry dataset, generator or store path, with a
+    positive weight, all weighted or none; the windows are univariate, scaled per window."""
+    import math
+    from pathlib import Path
+
+    from tsforge.data.mixture import GENERATORS, source_label
+    from tsforge.data.registry import DATASETS, get
+
+    if not data.sources:
+        raise UserError("data.sources is empty: list sources as "
+                        "'data.sources=[{name: synthetic, weight: 1}, {path: my.zarr, weight: 1}]'")
+    names = ", ".join([*DATASETS, *GENERATORS])
+    labels: dict[str, int] = {}
+    for i, src in enumerate(data.sources):
+        key = f"data.sources[{i}]"
+        if src.name and src.path:
+            raise UserError(f"{key} has both name={src.name} and path={src.path}: give one "
+                            "(a registry name or generator, or the path of a store)")
+        if not src.name and not src.path:
+            raise UserError(f"{key} has neither name nor path: give name=<{names}> or "
+                            "path=<a store made by 'tsforge data ingest'>")
+        if src.name and src.name not in GENERATORS:
+            try:
+                get(src.name)
+            except UserError:
+                raise UserError(f"{key}.name={src.name} is no dataset or generator: use one "
+                                f"of {names}, or path=<store>") from None
+        if src.path and not Path(src.path).expanduser().exists():
+            raise UserError(f"{key}.path={src.path}: no such store: give the path of a store "
+                            "made by 'tsforge data ingest'")
+        if src.weight is not None and not (src.weight > 0 and math.isfinite(src.weight)):
+            raise UserError(f"{key}.weight={src.weight}: must be a finite number > 0 (drop "
+                            "the source to leave it out)")
+        if src.windows is not None and src.windows < 1:
+            raise UserError(f"{key}.windows={src.windows}: must be >= 1")
+        label = source_label(src.name, src.path)
+        if label in labels:
+            raise UserError(f"{key} repeats source '{label}' (data.sources[{labels[label]}]): "
+                            "list each source once and give it the summed weight")
+        labels[label] = i
+    weighted = [src.weight is not None for src in data.sources]
+    if any(weighted) and not all(weighted):
+        i = weighted.index(False)
+        raise UserError(f"data.sources[{i}] has no weight while others have one: give every "
+                        "source a weight, or none (weights from sizes and data.temperature)")
+    if data.temperature is not None and not data.temperature > 0:
+        raise UserError(f"data.temperature={data.temperature}: must be > 0 (or null: 1)")
+    if data.multivariate:
+        raise UserError("data.multivariate=true with data=mixture: a mixture's windows are "
+                        "univariate; set data.multivariate=false")
+    if data.scale_by != "window":
+        raise UserError(f"data.scale_by={data.scale_by} with data=mixture: generated sources "
+                        "have no series statistics; use data.scale_by=window")
 
 
 def _check_device(device: str) -> None:

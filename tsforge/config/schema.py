@@ -22,8 +22,19 @@ SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 @dataclass
+class SourceConfig:
+    """One source of `data=mixture` (conf/data/mixture.yaml): a registry name, a generator
+    (`kernelsynth`) or a store path, and its weight."""
+
+    name: str | None = None  # a registry name (`tsforge data list`) or kernelsynth
+    path: str | None = None  # or a store made by `tsforge data ingest` (not both)
+    weight: float | None = None  # > 0; give every source one, or none (data.temperature)
+    windows: int | None = None  # a generated source's size for temperature (1,000,000)
+
+
+@dataclass
 class DataConfig:
-    name: str = "synthetic"  # a registry name (`tsforge data list`) or "store"
+    name: str = "synthetic"  # a registry name (`tsforge data list`), "store" or "mixture"
     path: str | None = None  # a store made by `tsforge data ingest` (with name=store)
     input_size: int = 96  # look-back L, in steps
     horizon: int = 24  # forecast length H, in steps
@@ -50,6 +61,10 @@ class DataConfig:
     # code did, in drop_last batches of this many time steps (their batch size; e.g. 32 or
     # 128), which leaves out the last windows. 0 (the protocol): every test window.
     legacy_test_drop_last: int = 0
+    # data=mixture: the sources, and the temperature T of weights from their sizes in windows
+    # (w_i ~ n_i^(1/T)) when no source has a weight; null: T = 1 (tsforge.data.mixture)
+    sources: list[SourceConfig] = field(default_factory=list)
+    temperature: float | None = None
 
 
 @dataclass

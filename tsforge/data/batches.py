@@ -18,7 +18,7 @@ from tsforge.data import scaling as scaling_mod
 from tsforge.data.arena import ChunkArena
 from tsforge.data.order import rank_positions
 from tsforge.data.store import Store
-from tsforge.data.transport import layout_of, pack_into
+from tsforge.data.transport import pack_message
 from tsforge.errors import UserError
 
 if TYPE_CHECKING:
@@ -58,14 +58,7 @@ class WindowBatches(torch.utils.data.Dataset):
         """In a DataLoader worker: batch (epoch, batch) written into shared slab `slot`, as
         (slot, layout, bytes); a batch that does not fit goes in a buffer of its own."""
         epoch, batch, slot = item
-        out = self.build(epoch, batch)
-        layout, nbytes = layout_of(out)
-        if self.slabs is not None and nbytes <= self.slabs.shape[1]:
-            pack_into(self.slabs[slot], out, layout)
-            return slot, layout, nbytes
-        buffer = torch.empty(nbytes, dtype=torch.uint8)
-        pack_into(buffer, out, layout)
-        return buffer, layout, nbytes
+        return pack_message(self.build(epoch, batch), self.slabs, slot)
 
     def batch_nbytes(self) -> int:
         """Bytes of one packed batch (for sizing the slabs)."""

@@ -3,7 +3,7 @@
 
     from tsforge.data.chosen import check_data, split_spec, store
     check_data(cfg.data)                  # a UserError naming what is wrong, before launch
-    st = store(cfg.data)
+    st = store(cfg.data)                  # data=mixture: a mixture.Mixture of its sources
     spec = split_spec(cfg.data, st)
 
 The one place that reads the `data` section for the store and its split: training
@@ -17,13 +17,21 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tsforge.data import registry
+from tsforge.data.mixture import GENERATORS, Mixture, SourceSpec, source_label
 from tsforge.data.store import Store
 from tsforge.errors import UserError
 
 
 def check_data(data: DictConfig) -> None:
     """Data settings that are wrong, checked before launch (the run directory is not made)."""
-    if data.name == "store":
+    if data.name == "mixture":
+        for i, entry in enumerate(data.sources):  # the stores named by path open
+            if entry.path:
+                try:
+                    Store(entry.path)
+                except UserError as err:
+                    raise UserError(f"data.sources[{i}].path: {err}") from None
+    elif data.name == "store":
         st = store(data)  # exists and is a store of this schema, or a UserError saying so
         _check_train_target(data, st)
     metrics_unscaled(data)
@@ -54,12 +62,28 @@ def _check_train_target(data: DictConfig, st: Store) -> None:
     )
 
 
-def store(data: DictConfig) -> Store:
+def store(data: DictConfig) -> Store | Mixture:
+    """The store `data` names; for data=mixture, its sources opened (`mixture.Mixture`)."""
+    if data.name == "mixture":
+        return Mixture(mixture_sources(data), data.temperature)
     if data.name == "store":
         if not data.path:
             raise UserError("data=store needs data.path=<a store made by 'tsforge data ingest'>")
         return Store(data.path)
     return registry.prepare(data.name)
+
+
+def mixture_sources(data: DictConfig) -> list[SourceSpec]:
+    """data.sources as SourceSpecs: registry names prepared into stores (built once)."""
+    out = []
+    for entry in data.sources:
+        label = source_label(entry.name, entry.path)
+        if entry.name in GENERATORS:
+            out.append(SourceSpec(label, entry.name, weight=entry.weight, windows=entry.windows))
+            continue
+        path = entry.path or str(registry.prepare(entry.name).path)
+        out.append(SourceSpec(label, "store", path=path, weight=entry.weight))
+    return out
 
 
 def split_spec(data: DictConfig, st: Store) -> dict:

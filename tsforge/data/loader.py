@@ -97,7 +97,72 @@ MODES = ("epoch", "sampled", "eval")
 STATE_KEYS = ("epoch", "batches_consumed", "seed", "fingerprint", "settings_hash")
 
 
-class WindowLoader:
+class BatchStream:
+    """Iteration over a map-style dataset of whole batches, item (epoch, batch): in this
+    process or in `num_workers` DataLoader workers through shared slabs, from where the
+    stream stands (`_epoch`, `_consumed`) to the end of the epoch. A subclass sets `mode`,
+    `batches_per_epoch`, `num_workers`, `pin_memory`, `_batches` (with `build(epoch, k)`,
+    `batch_nbytes()` and a `slabs` attribute), `_dataloader = None`, `_epoch`, `_consumed`
+    and `_cursor = [epoch, first batch, batches per epoch]`. WindowLoader and the mixture's
+    loader (`tsforge.data.mixture`) are the two."""
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    # -- iteration ----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's batches from the current state to the end of the epoch; the epoch
+        then advances. In eval mode every iteration is one complete ordered pass."""
+        if self.mode != "eval":
+            self._normalize()
+        epoch, start = self._epoch, 0 if self.mode == "eval" else self._consumed
+        self._cursor[:] = [epoch, start, self.batches_per_epoch]
+        if self.num_workers == 0:
+            pin = self.pin_memory and torch.cuda.is_available()
+            source = (self._batches.build(epoch, k) for k in range(start, self.batches_per_epoch))
+            if pin:
+                source = ({k: v.pin_memory() for k, v in b.items()} for b in source)
+        else:
+            source = (self._receive(*message) for message in self._make_dataloader())
+        for batch in source:
+            if self.mode != "eval":
+                self._consumed += 1
+            yield batch
+        if self.mode != "eval":
+            self._normalize()
+
+    def _make_dataloader(self) -> torch.utils.data.DataLoader:
+        if self._dataloader is None:
+            ring = PREFETCH * self.num_workers + 2
+            nbytes = self._batches.batch_nbytes()
+            self._batches.slabs = torch.empty((ring, nbytes), dtype=torch.uint8).share_memory_()
+            self._dataloader = torch.utils.data.DataLoader(
+                self._batches,
+                batch_size=None,
+                sampler=BatchNumbers(self._cursor, ring),
+                num_workers=self.num_workers,
+                collate_fn=as_is,
+                prefetch_factor=PREFETCH,
+                persistent_workers=True,  # keeps each worker's chunk cache across epochs
+            )
+        return self._dataloader
+
+    def _receive(self, where: int | torch.Tensor, layout: tuple, nbytes: int) -> dict:
+        """A worker's batch, copied out of its slab (the slab is reused soon after)."""
+        pin = self.pin_memory and torch.cuda.is_available()
+        if isinstance(where, int):
+            buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
+            buffer.copy_(self._batches.slabs[where, :nbytes])
+        else:
+            buffer = where.pin_memory() if pin else where
+        return unpack(buffer, layout)
+
+    def _normalize(self) -> None:
+        if self._consumed >= self.batches_per_epoch:
+            self._epoch, self._consumed = self._epoch + 1, 0
+
+
+class WindowLoader(BatchStream):
     """This rank's batches of windows of one split of a store (see the module docstring).
 
     store: a Store or its path; spec: the window shape. split / split_spec: which forecast
@@ -238,65 +303,21 @@ class WindowLoader:
     def epoch(self) -> int:
         return self.state_dict()["epoch"]
 
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
     def gather(self, series, channel, t) -> dict[str, torch.Tensor]:
         """The batch of the given windows (series, target channel or -1, forecast start row),
         cut and scaled as training batches are; for windows no split names (forecasts)."""
         return self._batches.gather(np.asarray(series), np.asarray(channel), np.asarray(t))
 
-    # -- iteration ----------------------------------------------------------------------
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        """This rank's batches from the current state to the end of the epoch; the epoch
-        then advances. In eval mode every iteration is one complete ordered pass."""
-        if self.mode != "eval":
-            self._normalize()
-        epoch, start = self._epoch, 0 if self.mode == "eval" else self._consumed
-        self._cursor[:] = [epoch, start, self.batches_per_epoch]
-        if self.num_workers == 0:
-            pin = self.pin_memory and torch.cuda.is_available()
-            source = (self._batches.build(epoch, k) for k in range(start, self.batches_per_epoch))
-            if pin:
-                source = ({k: v.pin_memory() for k, v in b.items()} for b in source)
-        else:
-            source = (self._receive(*message) for message in self._make_dataloader())
-        for batch in source:
-            if self.mode != "eval":
-                self._consumed += 1
-            yield batch
-        if self.mode != "eval":
-            self._normalize()
+    @property
+    def order(self):
+        """The window order (`tsforge.data.order`): `order.ids(epoch, positions)`."""
+        return self._batches.order
 
-    def _make_dataloader(self) -> torch.utils.data.DataLoader:
-        if self._dataloader is None:
-            ring = PREFETCH * self.num_workers + 2
-            nbytes = self._batches.batch_nbytes()
-            self._batches.slabs = torch.empty((ring, nbytes), dtype=torch.uint8).share_memory_()
-            self._dataloader = torch.utils.data.DataLoader(
-                self._batches,
-                batch_size=None,
-                sampler=BatchNumbers(self._cursor, ring),
-                num_workers=self.num_workers,
-                collate_fn=as_is,
-                prefetch_factor=PREFETCH,
-                persistent_workers=True,  # keeps each worker's chunk cache across epochs
-            )
-        return self._dataloader
-
-    def _receive(self, where: int | torch.Tensor, layout: tuple, nbytes: int) -> dict:
-        """A worker's batch, copied out of its slab (the slab is reused soon after)."""
-        pin = self.pin_memory and torch.cuda.is_available()
-        if isinstance(where, int):
-            buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
-            buffer.copy_(self._batches.slabs[where, :nbytes])
-        else:
-            buffer = where.pin_memory() if pin else where
-        return unpack(buffer, layout)
-
-    def _normalize(self) -> None:
-        if self._consumed >= self.batches_per_epoch:
-            self._epoch, self._consumed = self._epoch + 1, 0
+    @property
+    def batches(self) -> WindowBatches:
+        """The picklable batch builder; `batches.gather(series, channel, t)` cuts windows
+        (what a mixture's store source calls in the workers)."""
+        return self._batches
 
     # -- state --------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -46,6 +46,18 @@ def _view(buffer: torch.Tensor, dtype: torch.dtype, shape: tuple, start: int) ->
     return buffer[start : start + n].view(dtype).view(shape)
 
 
+def pack_message(batch: dict[str, torch.Tensor], slabs: torch.Tensor | None, slot: int):
+    """In a worker: the batch written into shared slab `slot`, as (slot, layout, bytes); a
+    batch that does not fit goes in a buffer of its own (sent as that buffer)."""
+    layout, nbytes = layout_of(batch)
+    if slabs is not None and nbytes <= slabs.shape[1]:
+        pack_into(slabs[slot], batch, layout)
+        return slot, layout, nbytes
+    buffer = torch.empty(nbytes, dtype=torch.uint8)
+    pack_into(buffer, batch, layout)
+    return buffer, layout, nbytes
+
+
 def as_is(message):
     """The DataLoader's collate function: messages need no conversion."""
     return message

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from tsforge.config.models import model_kwargs
 from tsforge.data.chosen import metrics_unscaled, split_spec
 from tsforge.data.loader import WindowLoader, WindowSpec
+from tsforge.data.mixture import Mixture, MixtureLoader
 from tsforge.data.store import Store
 from tsforge.errors import UserError
 from tsforge.losses import build_loss
@@ -43,8 +44,10 @@ def loss(cfg: DictConfig):
     return build_loss(cfg.name, **kwargs)
 
 
-def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, WindowLoader]:
+def loaders(data: DictConfig, seed: int, st: Store | Mixture, env: DistEnv) -> dict:
     """The training loader and the evaluation loaders of the splits that have windows."""
+    if isinstance(st, Mixture):
+        return mixture_loaders(data, seed, st, env)
     spec = WindowSpec(
         input_size=data.input_size,
         horizon=data.horizon,
@@ -78,6 +81,22 @@ def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, W
             st, eval_spec, split=split, global_batch_size=data.eval_batch_size, mode="eval",
             drop_last_of=drop, **common,
         )  # fmt: skip
+        if loader.n_windows:
+            out[split] = loader
+    return out
+
+
+def mixture_loaders(data: DictConfig, seed: int, mix: Mixture, env: DistEnv) -> dict:
+    """data=mixture: the training stream and the pooled held-out windows of the sources."""
+    spec = WindowSpec(input_size=data.input_size, horizon=data.horizon)
+    common = dict(rank=env.rank, world_size=env.world_size, seed=seed, scaling=data.scaling,
+                  num_workers=data.num_workers, cache_mb=data.cache_mb,
+                  pin_memory=env.device.type == "cuda")  # fmt: skip
+    out = {"train": MixtureLoader(mix, spec, split="train", global_batch_size=data.batch_size,
+                                  **common)}  # fmt: skip
+    for split in ("val", "test"):
+        loader = MixtureLoader(mix, spec, split=split, global_batch_size=data.eval_batch_size,
+                               **common)  # fmt: skip
         if loader.n_windows:
             out[split] = loader
     return out
@@ -154,13 +173,14 @@ def loop_settings(
 
 def evaluator(cfg: DictConfig, loaders_: dict, loss_fn, env: DistEnv) -> Evaluator:
     st = next(iter(loaders_.values())).store
+    mixed = isinstance(st, Mixture)  # windows of many sources: MASE on each window's scale
     return Evaluator(
         loaders={k: v for k, v in loaders_.items() if k != "train"},
         loss=loss_fn,
         env=env,
         season=cfg.data.season,
-        mase_scale_SC=mase_scales(cfg.data, st),
-        plot_windows=cfg.trainer.plot_series,
+        mase_scale_SC=None if mixed else mase_scales(cfg.data, st),
+        plot_windows=0 if mixed else cfg.trainer.plot_series,
         autocast_dtype=autocast_dtype(cfg.trainer.precision, env.device),
         unscale=metrics_unscaled(cfg.data),
     )

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from tsforge.train import stop
+from tsforge.train.by_source import SourceLosses
 from tsforge.train.checkpoint import CheckpointManager, rng_state, set_rng_state, unwrap
 from tsforge.train.distributed import (
     DistEnv,
@@ -119,6 +120,8 @@ class Trainer:
         self.evals_without_improvement = 0
         self._windows = 0  # trained windows and seconds on this rank, for the final windows/s
         self._seconds = 0.0
+        labels = getattr(train_loader, "source_labels", None)  # a mixture's sources
+        self.by_source = SourceLosses(labels, env.device) if labels else None
 
     # -- the run ------------------------------------------------------------------------
     def train(self) -> str:
@@ -207,6 +210,8 @@ class Trainer:
         y_hat_BHCO = forecast(self.model, batch, self.env.device, self.s.autocast_dtype)
         y_BHC = batch["outsample_y"].to(self.env.device, non_blocking=True)
         mask_BHC = batch["outsample_mask"].to(self.env.device, non_blocking=True)
+        if self.by_source is not None:
+            self.by_source.add(self.loss, y_hat_BHCO, y_BHC, mask_BHC, batch["source"])
         return self.loss(y_hat_BHCO, y_BHC, mask_BHC)
 
     def _optimizer_step(self, *, norm_wanted: bool) -> torch.Tensor | None:
@@ -249,6 +254,8 @@ class Trainer:
             **{f"perf/windows_per_s_rank{r}": float(v) for r, v in enumerate(per_rank)},
             **timer.memory(),
         }
+        if self.by_source is not None:  # train/loss/<source> and data/share/<source>
+            values.update(self.by_source.values(self.env, self.train_loader.shares()))
         self.logger.scalars(self.step, values)
 
     def _validate(self) -> bool:
