@@ -1,6 +1,7 @@
 """`data=mixture` end to end through `python -m tsforge.launch`: the built-in synthetic store
 and KernelSynth in one run, on one process and on two gloo DDP processes, with per-source
-losses and the realised mixture in metrics.jsonl, the same for both world sizes.
+losses and the realised mixture in metrics.jsonl, the same for both world sizes, and a
+resume from a 1-process checkpoint on 2 processes that continues with the same windows.
 
     python -m pytest -q tests/integration/test_mixture_training.py
 """
