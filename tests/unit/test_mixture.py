@@ -175,11 +175,48 @@ def test_a_source_without_windows_is_named(tmp_path):
         ("[{name: kernelsynth, weight: 1}, {name: synthetic}]", r"data.sources\[1\] has no wei"),
         ("[{weight: 1}]", r"data.sources\[0\] has neither"),
         ("[]", "data.sources is empty"),
+        ("[{name: kernelsynth}, {name: kernelsynth}]", r"data.sources\[1\] repeats"),
     ],
 )  # fmt: skip
 def test_bad_sources_are_refused_naming_the_entry(sources, message):
     with pytest.raises(UserError, match=message):
         compose_config(["data=mixture", f"data.sources={sources}"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["data.sampling=epoch", "data.scale_by=series", "data.multivariate=true", "data.temperature=0"],
+)
+def test_settings_a_mixture_cannot_take_are_refused(override):
+    with pytest.raises(UserError, match=override.split("=")[0]):
+        compose_config(["data=mixture", "data.sources=[{name: kernelsynth}]", override])
+
+
+def test_per_source_losses_pool_to_the_batch_loss():
+    from tsforge.losses import build_loss
+    from tsforge.train.by_source import SourceLosses
+
+    gen = torch.Generator().manual_seed(0)
+    y_hat, y = torch.randn(6, 4, 1, 3, generator=gen), torch.randn(6, 4, 1, generator=gen)
+    mask = (torch.rand(6, 4, 1, generator=gen) > 0.2).float()
+    source = torch.tensor([0, 2, 0, 2, 2, 0])
+    loss = build_loss("quantile", quantiles=[0.1, 0.5, 0.9])
+    by_source = SourceLosses(["a", "b", "c"], torch.device("cpu"))
+    by_source.add(loss, y_hat, y, mask, source)
+    values = by_source.values(_single(), {"a": 0.5, "b": 0.0, "c": 0.5})
+    assert "train/loss/b" not in values and values["data/share/a"] == 0.5
+    for label, s in (("a", 0), ("c", 2)):
+        sel = source == s
+        assert values[f"train/loss/{label}"] == pytest.approx(
+            float(loss(y_hat[sel], y[sel], mask[sel])), rel=1e-6
+        )
+    assert by_source.values(_single(), {}) == {}  # reset after each log record
+
+
+def _single():
+    from tsforge.train.distributed import DistEnv
+
+    return DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None)
 
 
 def test_a_bad_source_exits_2_with_one_line(tmp_path):

@@ -215,6 +215,9 @@ def _check_sources(data: DictConfig) -> None:
                         "source a weight, or none (weights from sizes and data.temperature)")
     if data.temperature is not None and not data.temperature > 0:
         raise UserError(f"data.temperature={data.temperature}: must be > 0 (or null: 1)")
+    if data.sampling != "sampled":
+        raise UserError(f"data.sampling={data.sampling} with data=mixture: a mixture is drawn "
+                        "with replacement; use data.sampling=sampled")
     if data.multivariate:
         raise UserError("data.multivariate=true with data=mixture: a mixture's windows are "
                         "univariate; set data.multivariate=false")
