@@ -24,6 +24,8 @@ API (typed arguments, no config objects):
     train_series_stats(store, split_spec, scaling) -> (loc, scale) [n_series, Cy] of the
       train rows of each series, the statistics of scale_by="series"
     scaling.inverse(y, loc, scale) -> y in the data's units
+    BatchStream: the iteration (workers, slabs, epoch and place) that WindowLoader shares
+      with the mixture's loader (tsforge.data.mixture.MixtureLoader)
 
 Legend: `B` windows in this rank's part of a batch, `L` input_size, `H` horizon,
 `W = L + H`, `Cy` target channels of a window (1 univariate), `Ch` historical covariates,
@@ -37,6 +39,7 @@ A batch is a dict of tensors:
     loc, scale [B, 1, Cy] float32    (y = scaling.inverse(y_scaled, loc, scale))
     series, channel, t [B] int64     (channel -1 for multivariate; t = forecast start row)
     valid [B] bool                   (False for the pads of an evaluation's last batch)
+    source [B] int64                 (data=mixture only: the source of each window)
 
 Modes (`mode=`):
 - "epoch" (default for split="train"): exhaustive epochs without replacement, shuffled
