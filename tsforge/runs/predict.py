@@ -35,6 +35,7 @@ from tsforge.data import chosen
 from tsforge.data import scaling as scaling_mod
 from tsforge.data.freq import Freq
 from tsforge.data.loader import WindowLoader, WindowSpec, train_series_stats
+from tsforge.data.mixture import Mixture
 from tsforge.data.outputs import (
     FORECAST_SUFFIXES,
     check_file_target,
@@ -328,6 +329,10 @@ def predict(
     (default: inferred); it must be the run's. `output` must lie in an existing folder;
     `overwrite` replaces a file there, never a folder or an input."""
     src, output = Path(src), Path(output)
+    if isinstance(run.store, Mixture):
+        raise UserError(f"{run.run_dir} was trained on data=mixture: predict reads the layout of "
+                        "the input from the run's store, and a mixture has none; evaluate it "
+                        "with 'tsforge evaluate', or fine-tune it on your store first")
     _check_output(output, overwrite, [src, run.store.path])
     levels = _levels(run.loss, quantiles)
     names = _columns(run.model_name, levels)
