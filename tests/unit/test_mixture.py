@@ -175,6 +175,8 @@ def test_a_source_without_windows_is_named(tmp_path):
         ("[{name: kernelsynth, weight: 1}, {name: synthetic}]", r"data.sources\[1\] has no wei"),
         ("[{weight: 1}]", r"data.sources\[0\] has neither"),
         ("[]", "data.sources is empty"),
+        ("[{name: synthetic, windows: 10}]", r"data.sources\[0\].windows=10"),
+        ("[{name: kernelsynth, windows: 0}]", r"data.sources\[0\].windows=0"),
         ("[{name: kernelsynth}, {name: kernelsynth}]", r"data.sources\[1\] repeats"),
     ],
 )  # fmt: skip

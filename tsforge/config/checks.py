@@ -201,8 +201,9 @@ def _check_sources(data: DictConfig) -> None:
         if src.weight is not None and not (src.weight > 0 and math.isfinite(src.weight)):
             raise UserError(f"{key}.weight={src.weight}: must be a finite number > 0 (drop "
                             "the source to leave it out)")
-        if src.windows is not None and src.windows < 1:
-            raise UserError(f"{key}.windows={src.windows}: must be >= 1")
+        if src.windows is not None and (src.windows < 1 or src.name not in GENERATORS):
+            raise UserError(f"{key}.windows={src.windows}: a generated source's size, >= 1 "
+                            f"(a store's is its windows): drop it or use name=kernelsynth")
         label = source_label(src.name, src.path)
         if label in labels:
             raise UserError(f"{key} repeats source '{label}' (data.sources[{labels[label]}]): "
