@@ -143,12 +143,10 @@ class StoreSource:
                 "drop the source"
             )
         self.size = self.n_windows
-        self._loader = None
         if self.n_windows:
             loader = WindowLoader(st, spec, split=split, mode="sampled" if split == "train"
                                   else "eval", global_batch_size=1, seed=seed, scaling=scaling,
                                   cache_mb=cache_mb)  # fmt: skip
-            self.fingerprint = st.fingerprint
             self.order, self.cutter = loader.order, loader.batches
 
     def cut(self, epoch: int, positions: np.ndarray, split: str) -> dict[str, np.ndarray]:
@@ -165,13 +163,8 @@ class KernelSynthSource:
 
     def __init__(self, s: SourceSpec, index: int, spec: WindowSpec, split: str, seed: int,
                  scaling: str):  # fmt: skip
-        self.label, self.index, self.spec, self.seed, self.scaling = (
-            s.label,
-            index,
-            spec,
-            int(seed),
-            scaling,
-        )
+        self.label, self.index, self.spec = s.label, index, spec
+        self.seed, self.scaling = int(seed), scaling
         self.size = s.windows or DEFAULT_GENERATED_WINDOWS
         self.n_windows = self.size if split == "train" else EVAL_WINDOWS
 
