@@ -130,7 +130,7 @@ class PatchDecoder(nn.Module):
         output_patch_len: int = 128,  # steps forecast per position; a multiple of patch_len
         d_model: int = 128,
         n_heads: int = 4,
-        n_layers: int = 5,
+        n_layers: int = 4,
         d_ff: int = 512,
         dropout: float = 0.0,
         rollout_output: int | None = None,  # output fed back when rolling out; None: middle
