@@ -83,24 +83,48 @@ def test_mfu_is_training_flops_over_the_peak():
     assert ModelFlops(1e6, None, "unknown").mfu(1000.0) is None
 
 
-def test_counting_in_the_builder_leaves_the_rng_alone():
+def _builder_parts():
     from types import SimpleNamespace
 
     from omegaconf import OmegaConf
 
     from tsforge.config.schema import Config
-    from tsforge.losses import build_loss
-    from tsforge.train import builders
     from tsforge.train.distributed import DistEnv
 
-    small = dict(patch_len=8, output_patch_len=16, d_model=16, n_heads=2, n_layers=1, d_ff=32,
-                 dropout=0.1)  # fmt: skip
     cfg = OmegaConf.structured(Config)
-    cfg.model = {"name": "patch_decoder", **small}
-    cfg.trainer.peak_tflops = 1.0
     store = SimpleNamespace(roles=SimpleNamespace(target=("y",), hist_exog=(), futr_exog=(),
                                                   static=()))  # fmt: skip
     env = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None)
+    return cfg, store, env
+
+
+class DataDependent(LinearForecaster):
+    def forward(self, insample_y, *args, **kwargs):
+        return super().forward(insample_y) * insample_y.abs().max().item()  # no meta kernel
+
+
+def test_a_model_that_cannot_be_counted_still_trains_without_mfu(monkeypatch):
+    from tsforge.losses import build_loss
+    from tsforge.train import builders
+
+    cfg, store, env = _builder_parts()
+    cfg.model = {"name": "dlinear"}
+    monkeypatch.setattr(builders, "model", lambda *a: DataDependent(96, 24))
+    flops = builders.model_flops(cfg, store, build_loss("mae"), env)
+    assert flops.forward_per_window is None and flops.per_window is None
+    assert flops.peak > 0 and flops.mfu(100.0) is None
+
+
+def test_counting_in_the_builder_leaves_the_rng_alone():
+
+    from tsforge.losses import build_loss
+    from tsforge.train import builders
+
+    small = dict(patch_len=8, output_patch_len=16, d_model=16, n_heads=2, n_layers=1, d_ff=32,
+                 dropout=0.1)  # fmt: skip
+    cfg, store, env = _builder_parts()
+    cfg.model = {"name": "patch_decoder", **small}
+    cfg.trainer.peak_tflops = 1.0
     torch.manual_seed(0)
     before = torch.get_rng_state()
     flops = builders.model_flops(cfg, store, build_loss("mae"), env)

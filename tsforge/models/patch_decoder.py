@@ -162,6 +162,11 @@ class PatchDecoder(nn.Module):
         self.blocks = nn.ModuleList(
             DecoderBlock(d_model, n_heads, d_ff, dropout) for _ in range(n_layers)
         )
+        for block in self.blocks:  # GPT-2's init: the residual stream stays flat with depth
+            for linear in (block.qkv, block.ff_in):
+                nn.init.normal_(linear.weight, std=0.02)
+            for linear in (block.proj, block.ff_out):
+                nn.init.normal_(linear.weight, std=0.02 / math.sqrt(2 * n_layers))
         self.final_norm = nn.RMSNorm(d_model)
         self.head = ResidualMLP(d_model, d_model, output_patch_len * n_outputs, dropout)
 

@@ -195,7 +195,8 @@ def mase_scales(data: DictConfig, st: Store, block_rows: int = 1 << 20) -> np.nd
 
 def model_flops(cfg: DictConfig, st: Store, loss_fn, env: DistEnv) -> ModelFlops:
     """The model's FLOPs per window (counted on a copy built on the meta device: no memory, no
-    arithmetic, the RNG untouched) and this rank's peak FLOP/s for `trainer.precision`."""
+    arithmetic, the RNG untouched) and this rank's peak FLOP/s for `trainer.precision`. A model
+    with an operation the meta device lacks is not counted (no MFU) rather than not trained."""
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         net = model(cfg.model, cfg.data, st, loss_fn)
     roles = st.roles
@@ -204,7 +205,10 @@ def model_flops(cfg: DictConfig, st: Store, loss_fn, env: DistEnv) -> ModelFlops
         2, cfg.data.input_size, cfg.data.horizon, n_channels,
         len(roles.hist_exog), len(roles.futr_exog), len(roles.static),
     )  # fmt: skip
-    forward = forward_flops_per_window(net, inputs)
+    try:
+        forward = forward_flops_per_window(net, inputs)
+    except (NotImplementedError, RuntimeError):
+        forward = None
     peak, source = peak_flops(env.device, autocast_dtype(cfg.trainer.precision, env.device),
                               cfg.trainer.peak_tflops)  # fmt: skip
     return ModelFlops(forward_per_window=forward, peak=peak, peak_source=source)

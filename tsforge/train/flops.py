@@ -125,15 +125,19 @@ def peak_flops(device: torch.device, dtype: torch.dtype | None,
 class ModelFlops:
     """What MFU needs: the model's forward FLOPs per window and this rank's peak FLOP/s."""
 
-    forward_per_window: float
+    forward_per_window: float | None  # None: the model could not be counted (no MFU)
     peak: float | None  # None: unknown device (no MFU)
     peak_source: str
 
     @property
-    def per_window(self) -> float:
+    def per_window(self) -> float | None:
         """Training FLOPs of one window (forward and backward)."""
+        if self.forward_per_window is None:
+            return None
         return TRAIN_FLOPS_PER_FORWARD * self.forward_per_window
 
     def mfu(self, windows_per_s_per_rank: float) -> float | None:
         """Model FLOPs utilisation of one rank: achieved training FLOP/s over the peak."""
-        return self.per_window * windows_per_s_per_rank / self.peak if self.peak else None
+        if not self.peak or self.per_window is None:
+            return None
+        return self.per_window * windows_per_s_per_rank / self.peak

@@ -258,7 +258,7 @@ class Trainer:
     def _perf_flops(self, windows_per_s_per_rank: float) -> dict[str, float]:
         """windows/s per rank (the mean over ranks) and, with the model's FLOPs, the MFU."""
         out = {"perf/windows_per_s_per_rank": windows_per_s_per_rank}
-        if self.flops is not None:
+        if self.flops is not None and self.flops.per_window is not None:
             out["perf/model_flops_per_window"] = self.flops.per_window
             mfu = self.flops.mfu(windows_per_s_per_rank)
             if mfu is not None:

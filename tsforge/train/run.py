@@ -190,8 +190,10 @@ def _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate, model, 
         print(f"  {key}: {old} -> {new}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     peak = f"{flops.peak / 1e12:.3g} TFLOP/s" if flops.peak else "unknown"
-    print(f"model: {n_params:,} parameters, {flops.per_window / 1e6:,.3g} MFLOP per training "
-          f"window (3x forward); peak per rank {peak} ({flops.peak_source})", flush=True)
+    counted = f"{flops.per_window / 1e6:,.3g} MFLOP per training window (3x forward)" \
+        if flops.per_window is not None else "FLOPs not counted (an operation without meta kernel)"
+    print(f"model: {n_params:,} parameters, {counted}; peak per rank {peak} "
+          f"({flops.peak_source})", flush=True)
 
 
 def _load_state(trainer: Trainer, ckpt: dict, checkpoints: CheckpointManager) -> None:
