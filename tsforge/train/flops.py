@@ -14,9 +14,12 @@ forecasts (several forward passes of the stack) are counted as they run.
 
 The peak is the device's dense peak for the autocast dtype: a table of CUDA cards (bf16 on
 tensor cores, fp32 without TF32, which torch does not use for matmuls by default), or on a
-CPU a measured fp32 (or bf16) matmul throughput of this process's threads over about 0.2 s,
-since no spec sheet says what the threads given to one rank can do. `trainer.peak_tflops`
-overrides both.
+CPU a measured one, since no spec sheet says what the threads given to one rank can do: the
+best fp32 (or bf16) matmul throughput of one thread over about 0.2 s, times this rank's
+threads. One thread, best of many short matmuls, because on a shared machine a measurement
+over several threads swings tenfold with the other processes' load (seen: 5 to 186 GFLOP/s
+for 2 threads, 92 to 97 for one); the product is the threads' ideal, as a spec sheet's peak
+is. `trainer.peak_tflops` overrides both.
 """
 
 from __future__ import annotations
@@ -81,18 +84,23 @@ def forward_flops_per_window(model: torch.nn.Module, inputs: dict[str, torch.Ten
 
 
 def measured_matmul_flops(dtype: torch.dtype = torch.float32, seconds: float = 0.2,
-                          n: int = 512) -> float:  # fmt: skip
-    """FLOP/s of square matmuls on this process's CPU threads, best of repeats over `seconds`."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)  # warm-up: thread pool, caches
-    best, end = 0.0, time.perf_counter() + seconds
-    while True:
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        elapsed = time.perf_counter() - t0
-        best = max(best, 2 * n**3 / max(elapsed, 1e-9))
-        if t0 + elapsed >= end:
-            return best
+                          n: int = 256) -> float:  # fmt: skip
+    """FLOP/s of square matmuls on one CPU thread, the best of repeats over `seconds`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        torch.mm(a, b)  # warm-up: caches, packing buffers
+        best, end = 0.0, time.perf_counter() + seconds
+        while True:
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            elapsed = time.perf_counter() - t0
+            best = max(best, 2 * n**3 / max(elapsed, 1e-9))
+            if t0 + elapsed >= end:
+                return best
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cuda_peak_tflops(name: str, dtype: torch.dtype | None) -> float | None:
@@ -117,8 +125,9 @@ def peak_flops(device: torch.device, dtype: torch.dtype | None,
             return None, f"unknown: {name} is not in the table, set trainer.peak_tflops"
         return tflops * 1e12, f"table: {name} dense {precision}"
     threads = torch.get_num_threads()
-    flops = measured_matmul_flops(dtype or torch.float32)
-    return flops, f"measured: {precision} matmul on {threads} CPU thread(s)"
+    one = measured_matmul_flops(dtype or torch.float32)
+    return one * threads, (f"measured: {precision} matmul, {one / 1e9:.0f} GFLOP/s on one CPU "
+                           f"thread x {threads} thread(s)")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
