@@ -116,7 +116,6 @@ def test_a_model_that_cannot_be_counted_still_trains_without_mfu(monkeypatch):
 
 
 def test_counting_in_the_builder_leaves_the_rng_alone():
-
     from tsforge.losses import build_loss
     from tsforge.train import builders
 
@@ -124,11 +123,13 @@ def test_counting_in_the_builder_leaves_the_rng_alone():
                  dropout=0.1)  # fmt: skip
     cfg, store, env = _builder_parts()
     cfg.model = {"name": "patch_decoder", **small}
-    cfg.trainer.peak_tflops = 1.0
     torch.manual_seed(0)
     before = torch.get_rng_state()
-    flops = builders.model_flops(cfg, store, build_loss("mae"), env)
+    flops = builders.model_flops(cfg, store, build_loss("mae"), env)  # measures the CPU too
     assert torch.equal(torch.get_rng_state(), before)
+    assert flops.peak > 0 and flops.peak_source.startswith("measured")
+    cfg.trainer.peak_tflops = 1.0
+    flops = builders.model_flops(cfg, store, build_loss("mae"), env)
     assert flops.peak == 1e12 and flops.peak_source == "trainer.peak_tflops"
     model = build_model("patch_decoder", input_size=cfg.data.input_size,
                         horizon=cfg.data.horizon, **small)  # fmt: skip

@@ -89,7 +89,8 @@ def measured_matmul_flops(dtype: torch.dtype = torch.float32, seconds: float = 0
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        g = torch.Generator().manual_seed(0)  # not the global stream: training's stays as it was
+        a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
         torch.mm(a, b)  # warm-up: caches, packing buffers
         best, end = 0.0, time.perf_counter() + seconds
         while True:
