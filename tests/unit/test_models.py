@@ -315,6 +315,10 @@ def test_patch_decoder_rolls_out_the_chosen_output():
         other_long(short, 40, rollout_output=3)
     with pytest.raises(UserError, match="multiple of patch_len"):
         build_model("patch_decoder", input_size=L, horizon=H, patch_len=8, output_patch_len=12)
+    for bad in (dict(n_heads=0), dict(n_layers=0), dict(d_model=10, n_heads=4),
+                dict(d_model=9, n_heads=3), dict(dropout=1.0)):  # fmt: skip
+        with pytest.raises(UserError, match="patch_decoder"):
+            build_model("patch_decoder", input_size=L, horizon=H, **bad)
 
 
 def test_patch_decoder_normalises_each_window_ignoring_masked_steps():

@@ -136,12 +136,17 @@ class PatchDecoder(nn.Module):
         rollout_output: int | None = None,  # output fed back when rolling out; None: middle
     ):
         super().__init__()
-        if d_model % n_heads or (d_model // n_heads) % 2:
-            raise UserError(f"patch_decoder d_model ({d_model}) must divide by n_heads "
-                            f"({n_heads}) into an even head size")  # fmt: skip
-        if d_model % 2:
-            raise UserError(f"patch_decoder d_model ({d_model}) must be even")
-        if patch_len < 1 or output_patch_len % patch_len:
+        sizes = dict(patch_len=patch_len, output_patch_len=output_patch_len, d_model=d_model,
+                     n_heads=n_heads, n_layers=n_layers, d_ff=d_ff)  # fmt: skip
+        for key, value in sizes.items():
+            if value < 1:
+                raise UserError(f"patch_decoder {key} must be >= 1, got {value}")
+        if not 0 <= dropout < 1:
+            raise UserError(f"patch_decoder dropout must be in [0, 1), got {dropout}")
+        if d_model % n_heads or d_model % 2:
+            raise UserError(f"patch_decoder d_model ({d_model}) must be even and divide by "
+                            f"n_heads ({n_heads})")  # fmt: skip
+        if output_patch_len % patch_len:
             raise UserError(f"patch_decoder output_patch_len ({output_patch_len}) must be a "
                             f"multiple of patch_len ({patch_len})")  # fmt: skip
         point = n_outputs // 2 if rollout_output is None else rollout_output
