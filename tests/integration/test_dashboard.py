@@ -51,6 +51,8 @@ def test_scalars_images_and_layout(run):
         "perf/windows_per_s_rank0",
         "perf/step_time_ms",
         "perf/data_wait_frac",
+        "perf/windows_per_s_per_rank",
+        "perf/mfu",
         "mem/cpu_rss_mb",
         "val/mae",
         "val/mse",

@@ -58,6 +58,14 @@ def test_run_directory_and_final_metrics(tmp_path):
         assert (run / name).exists(), name
     final = json.loads((run / "metrics.json").read_text())
     assert final["steps"] == 30 and final["train_windows_per_s"] > 0
+    # MFU against this CPU's measured matmul throughput, from the model's counted FLOPs
+    assert 0 < final["mfu"] <= 1 and final["model_flops_per_window"] > 0
+    assert final["model_flops_per_window"] == 3 * final["model_forward_flops_per_window"]
+    assert final["peak_flops"] > 0 and final["peak_flops_source"].startswith("measured")
+    assert final["train_windows_per_s_per_rank"] == final["train_windows_per_s"]
+    logged = [r for r in records(run) if "train/loss" in r]
+    assert logged and all(0 < r["perf/mfu"] <= 1 and r["perf/windows_per_s_per_rank"] > 0
+                          for r in logged)  # fmt: skip
     for block in (final["test"], final["baseline"]["seasonal_naive"]):
         assert block["mse"] > 0 and block["mae"] > 0
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())

@@ -4,6 +4,7 @@ a tiny batch, determinism and torch.compile-friendliness. Small shapes, CPU, a f
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ SMALL = {
     "nbeats": dict(mlp_units=[[32, 32]] * 2),
     "dlinear": dict(),
     "patchtst": dict(patch_len=8, stride=4, d_model=16, n_heads=4, d_ff=32),
+    "patch_decoder": dict(patch_len=8, output_patch_len=16, d_model=16, n_heads=2, n_layers=2,
+                          d_ff=32),  # fmt: skip
 }
 
 
@@ -78,7 +81,7 @@ def test_nhits_with_covariates(exog, n_channels):
 
 def test_models_without_covariates_accept_and_ignore_them_in_forward():
     batch = make_batch(1, hist=2, futr=2, stat=2)
-    for name in ("nbeats", "dlinear", "patchtst"):
+    for name in ("nbeats", "dlinear", "patchtst", "patch_decoder"):
         assert not MODELS[name].supports_exog
         model = build_model(name, input_size=L, horizon=H, **SMALL[name]).eval()
         plain = dict(batch, hist_exog=None, futr_exog=None, stat_exog=None)
@@ -276,3 +279,76 @@ def test_forward_compiles_as_one_graph(name):
     batch = make_batch(2, hist=1, futr=1, stat=1)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(**batch), model(**batch))
+
+
+def test_patch_decoder_loads_weights_trained_at_another_horizon_and_input_size():
+    torch.manual_seed(0)
+    short = build_model("patch_decoder", input_size=L, horizon=H, n_channels=2, n_outputs=3,
+                        **SMALL["patch_decoder"]).eval()  # fmt: skip
+    for input_size, horizon in ((L, 40), (20, 5), (L + 3, 16)):  # rolled out, padded patches
+        other = build_model("patch_decoder", input_size=input_size, horizon=horizon,
+                            n_channels=2, n_outputs=3, **SMALL["patch_decoder"]).eval()  # fmt: skip
+        other.load_state_dict(short.state_dict())  # strict: the same names and shapes
+        x = torch.randn(B, input_size, 2)
+        assert other(x).shape == (B, horizon, 2, 3)
+    # The first output patch is the short model's forecast; the rest is rolled out from it.
+    x = torch.randn(B, L, 2)
+    torch.testing.assert_close(other_long(short, 40)(x)[:, :H], short(x))
+
+
+def other_long(short: nn.Module, horizon: int, **kw) -> nn.Module:
+    model = build_model("patch_decoder", input_size=L, horizon=horizon, n_channels=2, n_outputs=3,
+                        **{**SMALL["patch_decoder"], **kw}).eval()  # fmt: skip
+    model.load_state_dict(short.state_dict())
+    return model
+
+
+def test_patch_decoder_rolls_out_the_chosen_output():
+    torch.manual_seed(0)
+    short = build_model("patch_decoder", input_size=L, horizon=16, n_channels=2, n_outputs=3,
+                        **SMALL["patch_decoder"]).eval()  # fmt: skip
+    x = torch.randn(B, L, 2)
+    median, low = other_long(short, 40)(x), other_long(short, 40, rollout_output=0)(x)
+    torch.testing.assert_close(median[:, :16], low[:, :16])  # the first patch: no feedback
+    assert not torch.allclose(median[:, 16:], low[:, 16:])  # later patches follow the input fed
+    with pytest.raises(UserError, match="rollout_output"):
+        other_long(short, 40, rollout_output=3)
+    with pytest.raises(UserError, match="multiple of patch_len"):
+        build_model("patch_decoder", input_size=L, horizon=H, patch_len=8, output_patch_len=12)
+    for bad in (dict(n_heads=0), dict(n_layers=0), dict(d_model=10, n_heads=4),
+                dict(d_model=9, n_heads=3), dict(dropout=1.0)):  # fmt: skip
+        with pytest.raises(UserError, match="patch_decoder"):
+            build_model("patch_decoder", input_size=L, horizon=H, **bad)
+
+
+def test_patch_decoder_normalises_each_window_ignoring_masked_steps():
+    torch.manual_seed(0)
+    model = build_model("patch_decoder", input_size=L, horizon=40, **SMALL["patch_decoder"]).eval()
+    x = torch.randn(B, L, 1)
+    torch.testing.assert_close(model(3 * x + 5), 3 * model(x) + 5, atol=1e-4, rtol=1e-4)
+    mask = torch.ones(B, L, 1)
+    mask[:, 5] = 0.0
+    spiked = x.clone()
+    spiked[:, 5] = 1e6  # a missing value's content reaches nothing
+    torch.testing.assert_close(model(spiked, mask), model(x, mask))
+
+
+SIZES = {"patch_decoder": 1e6, "patch_decoder_small": 1e7, "patch_decoder_base": 1e8,
+         "patch_decoder_large": 1e9}  # fmt: skip
+
+
+@pytest.mark.parametrize("config", sorted(SIZES))
+def test_patch_decoder_sizes_match_their_names(config):
+    """Built on the meta device: shapes only, so the 1B model costs nothing."""
+    from omegaconf import OmegaConf
+
+    from tsforge.config import CONF_DIR
+
+    kwargs = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "model" / f"{config}.yaml"))
+    kwargs.pop("defaults")
+    for n_outputs in (1, 9):  # a point loss, nine quantile levels
+        with torch.device("meta"):
+            model = build_model("patch_decoder", input_size=512, horizon=96, n_outputs=n_outputs,
+                                **kwargs)  # fmt: skip
+        n_params = sum(p.numel() for p in model.parameters())
+        assert 0.7 * SIZES[config] <= n_params <= 1.3 * SIZES[config], (n_outputs, n_params)

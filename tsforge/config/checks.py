@@ -102,6 +102,7 @@ _BOUNDS = (
     ("trainer.threads", _non_negative, _NON_NEGATIVE + " (0: cores / processes)"),
     ("trainer.dist_timeout_s", _positive, _POSITIVE),
     ("trainer.plot_series", _non_negative, _NON_NEGATIVE),
+    ("trainer.peak_tflops", _positive, _POSITIVE + " (null: automatic)"),
     ("launcher.nprocs", _positive, _POSITIVE),
 )  # fmt: skip
 # Where infinity means "never": the time-based checkpoints.

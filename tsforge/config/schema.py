@@ -103,6 +103,9 @@ class TrainerConfig:
     threads: int = 0  # torch intra-op threads per rank; 0 = cores / ranks
     dist_timeout_s: float = 600.0
     plot_series: int = 4  # validation series drawn in TensorBoard at each evaluation
+    # The device's peak TFLOP/s that MFU is measured against; None: automatic (a table of
+    # CUDA cards' dense bf16/fp32 peaks; on CPU, a short measured matmul throughput)
+    peak_tflops: float | None = None
 
 
 @dataclass

@@ -22,6 +22,7 @@ from tsforge.errors import UserError
 from tsforge.models.dlinear import DLinear
 from tsforge.models.nbeats import NBEATS
 from tsforge.models.nhits import NHITS
+from tsforge.models.patch_decoder import PatchDecoder
 from tsforge.models.patchtst import PatchTST
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -29,11 +30,12 @@ MODELS: dict[str, type[nn.Module]] = {
     "nbeats": NBEATS,
     "dlinear": DLinear,
     "patchtst": PatchTST,
+    "patch_decoder": PatchDecoder,
 }
 
 EXOG_ARGS = ("hist_exog_size", "futr_exog_size", "stat_exog_size")
 
-__all__ = ["MODELS", "DLinear", "NBEATS", "NHITS", "PatchTST", "build_model"]
+__all__ = ["MODELS", "DLinear", "NBEATS", "NHITS", "PatchDecoder", "PatchTST", "build_model"]
 
 
 def build_model(name: str, **kwargs) -> nn.Module:

@@ -20,6 +20,7 @@ from tsforge.losses import build_loss
 from tsforge.models import MODELS, build_model
 from tsforge.train.distributed import DistEnv
 from tsforge.train.evaluate import Evaluator
+from tsforge.train.flops import ModelFlops, example_inputs, forward_flops_per_window, peak_flops
 from tsforge.train.loop import LoopSettings
 from tsforge.train.precision import autocast_dtype
 from tsforge.train.schedule import build_scheduler
@@ -210,3 +211,24 @@ def mase_scales(data: DictConfig, st: Store, block_rows: int = 1 << 20) -> np.nd
             out[i] = [mase_scale(rows[:, c], int(data.season)) for c in range(len(cols))]
         first = last
     return out
+
+
+def model_flops(cfg: DictConfig, st: Store, loss_fn, env: DistEnv) -> ModelFlops:
+    """The model's FLOPs per window (counted on a copy built on the meta device: no memory, no
+    arithmetic, the RNG untouched) and this rank's peak FLOP/s for `trainer.precision`. A model
+    with an operation the meta device lacks is not counted (no MFU) rather than not trained."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        net = model(cfg.model, cfg.data, st, loss_fn)
+    roles = st.roles
+    n_channels = len(roles.target) if cfg.data.multivariate else 1
+    inputs = example_inputs(
+        2, cfg.data.input_size, cfg.data.horizon, n_channels,
+        len(roles.hist_exog), len(roles.futr_exog), len(roles.static),
+    )  # fmt: skip
+    try:
+        forward = forward_flops_per_window(net, inputs)
+    except (NotImplementedError, RuntimeError):
+        forward = None
+    peak, source = peak_flops(env.device, autocast_dtype(cfg.trainer.precision, env.device),
+                              cfg.trainer.peak_tflops)  # fmt: skip
+    return ModelFlops(forward_per_window=forward, peak=peak, peak_source=source)

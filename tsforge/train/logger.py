@@ -34,7 +34,7 @@ TRAIN_CHARTS = {
     "loss": ["train/loss", "val/loss"],
     "optimizer": ["train/lr", "train/grad_norm"],
     "throughput": ["perf/windows_per_s", r"perf/windows_per_s_rank\d+", "perf/step_time_ms",
-                   "perf/data_wait_frac"],
+                   "perf/data_wait_frac", "perf/windows_per_s_per_rank", "perf/mfu"],
     "memory": ["mem/cpu_rss_mb"],
 }  # fmt: skip
 HPARAMS_RUN = "test"  # the HParams session's folder under tb/

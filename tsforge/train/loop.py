@@ -44,6 +44,7 @@ from tsforge.train.distributed import (
     sum_over_ranks,
 )
 from tsforge.train.evaluate import Evaluator
+from tsforge.train.flops import ModelFlops
 from tsforge.train.logger import NullLogger
 from tsforge.train.perf import StepTimer
 from tsforge.train.precision import forecast
@@ -101,6 +102,7 @@ class Trainer:
         logger: NullLogger,
         describe: dict[str, Any],  # config, fingerprint, model_name: stored in checkpoints
         prune_request: Path | None = None,  # a search writes this file to stop the run
+        flops: ModelFlops | None = None,  # FLOPs per window and the peak: MFU in the log
     ):
         self.model = model
         self.loss = loss
@@ -114,6 +116,7 @@ class Trainer:
         self.logger = logger
         self.describe = describe
         self.prune_request = prune_request
+        self.flops = flops
         self.step = 0
         self.best: float = math.inf
         self.best_step: int | None = None  # the step of `best`
@@ -252,11 +255,23 @@ class Trainer:
             "perf/step_time_ms": perf["step_time_ms"],
             "perf/data_wait_frac": perf["data_wait_frac"],
             **{f"perf/windows_per_s_rank{r}": float(v) for r, v in enumerate(per_rank)},
+            **self._perf_flops(float(per_rank.mean())),
             **timer.memory(),
         }
         if self.by_source is not None:  # train/loss/<source> and data/share/<source>
             values.update(self.by_source.values(self.env, self.train_loader.shares()))
         self.logger.scalars(self.step, values)
+
+    def _perf_flops(self, windows_per_s_per_rank: float) -> dict[str, float]:
+        """windows/s per rank (the mean over ranks) and, with the model's FLOPs, the MFU."""
+        out = {"perf/windows_per_s_per_rank": windows_per_s_per_rank}
+        if self.flops is not None and self.flops.per_window is not None:
+            out["perf/model_flops_per_window"] = self.flops.per_window
+            mfu = self.flops.mfu(windows_per_s_per_rank)
+            if mfu is not None:
+                out["perf/mfu"] = mfu
+                out["perf/peak_flops"] = self.flops.peak
+        return out
 
     def _validate(self) -> bool:
         metrics = self.evaluator.evaluate(self.model, "val", step=self.step, logger=self.logger)

@@ -34,6 +34,7 @@ MAY_CHANGE = (
     "trainer.threads", "trainer.device", "trainer.precision", "trainer.compile",
     "trainer.dist_timeout_s", "data.num_workers", "data.cache_mb", "data.eval_batch_size",
     "launcher.*",
+    "trainer.peak_tflops",  # only the MFU it is measured against
     # the store may move: its fingerprint, checked against the checkpoint's, must not change
     "data.path",
 )  # fmt: skip

@@ -79,6 +79,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     loss = builders.loss(cfg.loss).to(env.device)  # quantile levels live on the device
     loaders = builders.loaders(cfg.data, cfg.trainer.seed, store, env)
     model = builders.model(cfg.model, cfg.data, store, loss).to(env.device)
+    flops = builders.model_flops(cfg, store, loss, env)
     optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, model)
     ddp_model = builders.wrap_ddp(model, env, compile=cfg.trainer.compile)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -89,7 +90,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     changed = _changes(ckpt, config, run_dir, checkpoints) if ckpt else {}
     validate = "val" in loaders
     if env.is_main:
-        _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate)
+        _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate, model, flops)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         update_meta(run_dir, fingerprint=store.fingerprint, world_size=env.world_size,
                     device=env.device, resumed_from=int(ckpt["step"]) if ckpt else None,
@@ -103,7 +104,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
         train_loader=loaders["train"], evaluator=evaluator, env=env,
         settings=builders.loop_settings(cfg.trainer, cfg.optim, env, validate=validate),
         checkpoints=checkpoints, logger=logger, describe=describe,
-        prune_request=run_dir / PRUNE_REQUEST,
+        prune_request=run_dir / PRUNE_REQUEST, flops=flops,
     )  # fmt: skip
     if ckpt:
         _load_state(trainer, ckpt, checkpoints)
@@ -122,6 +123,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
                       f"with hydra.run.dir={run_dir} to resume", file=sys.stderr, flush=True)
             return EXIT_REQUEUE
         final = _final_metrics(trainer, evaluator, model, checkpoints, store, env)
+        final.update(_final_flops(final, flops, env))
         if env.is_main:
             write_json(run_dir / "metrics.json", final)
             _summary(run_dir, final, time.monotonic() - started)
@@ -171,7 +173,7 @@ def _changes(ckpt: dict, config: dict, run_dir: Path, checkpoints: CheckpointMan
     return config_changes(trained, config, run_dir)
 
 
-def _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate) -> None:
+def _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate, model, flops) -> None:
     """What this start does, on the main rank: notes on stderr, the plan on stdout."""
     if note:
         print(note, file=sys.stderr, flush=True)
@@ -186,6 +188,12 @@ def _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate) -> None
           f"training windows, world size {env.world_size}) -> {run_dir}", flush=True)
     for key, (old, new) in changed.items():
         print(f"  {key}: {old} -> {new}", flush=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    peak = f"{flops.peak / 1e12:.3g} TFLOP/s" if flops.peak else "unknown"
+    counted = f"{flops.per_window / 1e6:,.3g} MFLOP per training window (3x forward)" \
+        if flops.per_window is not None else "FLOPs not counted (an operation without meta kernel)"
+    print(f"model: {n_params:,} parameters, {counted}; peak per rank {peak} "
+          f"({flops.peak_source})", flush=True)
 
 
 def _load_state(trainer: Trainer, ckpt: dict, checkpoints: CheckpointManager) -> None:
@@ -223,12 +231,26 @@ def _final_metrics(trainer, evaluator, model, checkpoints, store, env) -> dict:
     }
 
 
+def _final_flops(final: dict, flops, env) -> dict:
+    """MFU over this start of the run, with what it is computed from."""
+    per_rank = final["train_windows_per_s"] / env.world_size
+    return {
+        "train_windows_per_s_per_rank": per_rank,
+        "model_flops_per_window": flops.per_window,
+        "model_forward_flops_per_window": flops.forward_per_window,
+        "peak_flops": flops.peak,
+        "peak_flops_source": flops.peak_source,
+        "mfu": flops.mfu(per_rank),
+    }
+
+
 def _summary(run_dir: Path, final: dict, wall_s: float) -> None:
     """The end of a run at a glance: steps and wall time, the best validation (named), the
     test metrics beside the baseline, and where to look next."""
     test, base = final["test"], final["baseline"]
+    mfu = f", MFU {100 * final['mfu']:.2f}%" if final.get("mfu") is not None else ""
     print(f"done: {final['steps']} steps, wall time {duration(wall_s)} (this launch), "
-          f"{final['train_windows_per_s']:,.0f} training windows/s")
+          f"{final['train_windows_per_s']:,.0f} training windows/s{mfu}")
     (metric, value), = final["best_val"].items()
     if value is not None:
         step = final["best_val_step"]  # None after a resume from an older checkpoint
