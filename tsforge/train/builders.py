@@ -43,8 +43,11 @@ def loss(cfg: DictConfig):
     return build_loss(cfg.name, **kwargs)
 
 
-def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, WindowLoader]:
-    """The training loader and the evaluation loaders of the splits that have windows."""
+def loaders(
+    data: DictConfig, seed: int, st: Store, env: DistEnv, *, train: bool = True
+) -> dict[str, WindowLoader]:
+    """The training loader and the evaluation loaders of the splits that have windows;
+    without `train`, the evaluation loaders only (a model scored on data it never saw)."""
     spec = WindowSpec(
         input_size=data.input_size,
         horizon=data.horizon,
@@ -57,13 +60,13 @@ def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, W
         scaling=data.scaling, scale_by=data.scale_by, num_workers=data.num_workers,
         cache_mb=data.cache_mb, pin_memory=env.device.type == "cuda",
     )  # fmt: skip
-    out = {
-        "train": WindowLoader(
+    out = {}
+    if train:
+        out["train"] = WindowLoader(
             st, spec, split="train", global_batch_size=data.batch_size, mode=data.sampling,
             sample_by=data.sample_by, shuffle_group_blocks=data.shuffle_group_blocks, **common,
         )  # fmt: skip
-    }
-    if out["train"].n_windows == 0:
+    if train and out["train"].n_windows == 0:
         raise UserError(
             f"the train split has no window of input_size={data.input_size} + "
             f"horizon={data.horizon}: shorten them or use longer series"
@@ -83,7 +86,10 @@ def loaders(data: DictConfig, seed: int, st: Store, env: DistEnv) -> dict[str, W
     return out
 
 
-def model(cfg: DictConfig, data: DictConfig, st: Store, loss_fn) -> torch.nn.Module:
+def model(
+    cfg: DictConfig, data: DictConfig, st: Store, loss_fn, *, covariates: bool = True
+) -> torch.nn.Module:
+    """The model for this data; without `covariates`, one that reads none of the store's."""
     cls = MODELS[cfg.name]
     roles = st.roles
     n_channels = len(roles.target) if data.multivariate else 1
@@ -92,7 +98,7 @@ def model(cfg: DictConfig, data: DictConfig, st: Store, loss_fn) -> torch.nn.Mod
         "futr_exog_size": len(roles.futr_exog),
         "stat_exog_size": len(roles.static),
     }
-    if not cls.supports_exog:  # the batch carries covariates; this model does not read them
+    if not cls.supports_exog or not covariates:  # the batch carries them; the model ignores
         sizes = dict.fromkeys(sizes, 0)
     kwargs = model_kwargs(OmegaConf.to_container(cfg, resolve=True))
     return build_model(

@@ -276,6 +276,41 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | os.Pa
         ) from None
 
 
+class WeightsMismatch(UserError):
+    """A checkpoint's weights do not fit a model built from another config: `key` is the
+    first parameter (in the model's order) that differs, `saved` / `built` its two shapes
+    (None where it is missing on that side)."""
+
+    def __init__(self, path, key: str, saved, built):
+        self.key, self.saved, self.built = key, saved, built
+        show = lambda s: "missing" if s is None else str(list(s))  # noqa: E731
+        super().__init__(f"checkpoint {path} does not fit the model: parameter {key} is "
+                         f"{show(saved)} there and {show(built)} in the model built here")
+
+
+def load_model_weights(
+    model: torch.nn.Module, path: str | os.PathLike, *, model_name: str | None = None
+) -> dict[str, Any]:
+    """The model weights of the checkpoint file at `path` into `model`, whatever data it was
+    trained on (zero-shot evaluation, `trainer.init_from`). Returns the checkpoint's `step`,
+    `fingerprint` and `model_name`; a `WeightsMismatch` names the first parameter whose shape
+    differs (or that one side lacks), before anything is copied."""
+    path = Path(path)
+    ckpt = load_checkpoint(path, model_name=model_name)
+    state = ckpt.get("model")
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} holds no model weights: use another checkpoint")
+    built = unwrap(model).state_dict()
+    for key in [*built, *(k for k in state if k not in built)]:
+        saved_shape = tuple(state[key].shape) if torch.is_tensor(state.get(key)) else None
+        built_shape = tuple(built[key].shape) if key in built else None
+        if saved_shape != built_shape:
+            raise WeightsMismatch(path, key, saved_shape, built_shape)
+    load_weights(model, ckpt, path)
+    return {"step": int(ckpt["step"]), "fingerprint": ckpt.get("fingerprint"),
+            "model_name": ckpt.get("model_name")}  # fmt: skip
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, so
     that checkpoint keys do not depend on how the model was run."""
