@@ -163,6 +163,10 @@ def check_values(cfg: DictConfig) -> None:
 
         parse(cfg.data.split, "data.split")
     _check_device(str(cfg.trainer.device))
+    if cfg.trainer.init_from:
+        from tsforge.train.checkpoint import init_checkpoint
+
+        init_checkpoint(cfg.trainer.init_from)  # a run directory with a checkpoint, or a file
 
 
 def _check_device(device: str) -> None:

@@ -88,6 +88,10 @@ class TrainerConfig:
     threads: int = 0  # torch intra-op threads per rank; 0 = cores / ranks
     dist_timeout_s: float = 600.0
     plot_series: int = 4  # validation series drawn in TensorBoard at each evaluation
+    # Fine-tuning: start from the weights of a run directory (its best checkpoint, else its
+    # latest) or of a checkpoint file, with a fresh optimizer and schedule. The shapes must
+    # match the model this config builds. Ignored when the run resumes its own checkpoint.
+    init_from: str | None = None
 
 
 @dataclass

@@ -30,6 +30,7 @@ from tsforge.train.checkpoint import (
     load_checkpoint,
     load_model_weights,
     load_weights,
+    shape_text,
 )
 from tsforge.train.distributed import DistEnv
 from tsforge.train.rundir import read_config
@@ -171,11 +172,9 @@ def _fitting_model(cfg: DictConfig, store: Store, loss, path: Path, trained_hori
     what = "covariates" if uses_exog and not cfg.data.multivariate else "covariates or channels"
     raise UserError(
         f"model {name} of {path} was trained with {what} that {cfg.data.name} does not have "
-        f"(parameter {info.key}: {_shape(info.saved)} in the checkpoint, {_shape(info.built)} "
-        "for this data): evaluate it on data with the same columns, or train a model without "
-        "covariates"
+        f"(parameter {info.key}: {shape_text(info.saved)} in the checkpoint, "
+        f"{shape_text(info.built)} for this data): evaluate it on data with the same columns, "
+        "or train a model without covariates"
     )
 
 
-def _shape(shape) -> str:
-    return "missing" if shape is None else str(list(shape))

@@ -276,6 +276,11 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | os.Pa
         ) from None
 
 
+def shape_text(shape) -> str:
+    """A parameter's shape as messages show it: [64, 96], or "missing" (None)."""
+    return "missing" if shape is None else str(list(shape))
+
+
 class WeightsMismatch(UserError):
     """A checkpoint's weights do not fit a model built from another config: `key` is the
     first parameter (in the model's order) that differs, `saved` / `built` its two shapes
@@ -283,9 +288,9 @@ class WeightsMismatch(UserError):
 
     def __init__(self, path, key: str, saved, built):
         self.key, self.saved, self.built = key, saved, built
-        show = lambda s: "missing" if s is None else str(list(s))  # noqa: E731
         super().__init__(f"checkpoint {path} does not fit the model: parameter {key} is "
-                         f"{show(saved)} there and {show(built)} in the model built here")
+                         f"{shape_text(saved)} there and {shape_text(built)} in the model built "
+                         "here")  # fmt: skip
 
 
 def load_model_weights(
@@ -309,6 +314,23 @@ def load_model_weights(
     load_weights(model, ckpt, path)
     return {"step": int(ckpt["step"]), "fingerprint": ckpt.get("fingerprint"),
             "model_name": ckpt.get("model_name")}  # fmt: skip
+
+
+def init_checkpoint(source: str | os.PathLike) -> Path:
+    """The checkpoint file `trainer.init_from` names: the file itself, or a run directory's
+    best checkpoint (else its latest); a UserError when there is none."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        found = CheckpointManager(path).best()
+        if found is None:
+            raise UserError(f"trainer.init_from={source}: the run directory has no checkpoint "
+                            "(checkpoints/best.pt or latest.pt): train it first, or name a "
+                            "checkpoint file")  # fmt: skip
+        return found
+    if not path.is_file():
+        raise UserError(f"trainer.init_from={source}: no such run directory or checkpoint "
+                        "file")  # fmt: skip
+    return path
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

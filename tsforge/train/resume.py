@@ -34,6 +34,8 @@ MAY_CHANGE = (
     "trainer.threads", "trainer.device", "trainer.precision", "trainer.compile",
     "trainer.dist_timeout_s", "data.num_workers", "data.cache_mb", "data.eval_batch_size",
     "launcher.*",
+    # where the first start took its weights from: a resume continues from its own
+    "trainer.init_from",
     # the store may move: its fingerprint, checked against the checkpoint's, must not change
     "data.path",
 )  # fmt: skip
