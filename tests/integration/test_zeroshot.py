@@ -269,7 +269,8 @@ def test_a_patch_decoder_trained_at_128_fine_tunes_and_evaluates_at_96(ws, capsy
     ingest(root / "long.csv", root / "long.zarr", "--format", "wide", "--time-col", "date",
            split='{"kind": "holdout", "horizon": 128}')  # fmt: skip
     proc = launch(env, *base, f"data.path={root / 'long.zarr'}", "data.horizon=96",
-                  f"trainer.init_from={root / 'pd128'}", f"hydra.run.dir={root / 'pd96'}")  # fmt: skip
+                  f"trainer.init_from={root / 'pd128'}",
+                  f"hydra.run.dir={root / 'pd96'}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads((root / "pd96" / "meta.json").read_text())["init_from"]["step"] == 2
     report = evaluate_json(capsys, root / "pd128", "--data", root / "long.zarr", "--horizon", 96,
