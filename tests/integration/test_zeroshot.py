@@ -185,6 +185,21 @@ def test_a_horizon_the_model_was_not_trained_for_is_refused(ws, capsys):
     assert f"model nhits was trained for horizon {H}; --horizon must be {H}" in err
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--data", "b.zarr", "--horizon", "-3"], "argument --horizon: '-3' must be > 0"),
+    (["--data", "b.zarr"], "--data needs --horizon H"),
+    (["--horizon", "12"], "--horizon and --season go with --data"),
+    (["--suite", "--data", "b.zarr"], "--suite and --data exclude each other"),
+    (["--data", "b.zarr", "--horizon", "24", "--split", "val"], "score the test split"),
+])  # fmt: skip
+def test_usage_errors_are_one_line(ws, capsys, args, says):
+    root, _ = ws
+    args = [str(root / a) if a.endswith(".zarr") else a for a in args]
+    assert main(["evaluate", str(root / "run"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+
+
 def test_the_suite_skips_datasets_whose_files_are_missing(ws, capsys, monkeypatch, tmp_path):
     """ILI (H=24) is evaluated from a data folder holding its file only; the rest are skipped."""
     root, _ = ws
