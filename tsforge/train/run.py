@@ -87,8 +87,6 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     loss = builders.loss(cfg.loss).to(env.device)  # quantile levels live on the device
     loaders = builders.loaders(cfg.data, cfg.trainer.seed, store, env)
     model = builders.model(cfg.model, cfg.data, store, loss).to(env.device)
-    optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, model)
-    ddp_model = builders.wrap_ddp(model, env, compile=cfg.trainer.compile)
     config = OmegaConf.to_container(cfg, resolve=True)
     describe = {"config": config, "fingerprint": store.fingerprint, "model_name": cfg.model.name}
 
@@ -101,8 +99,10 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
             print(f"tsforge: note: trainer.init_from={cfg.trainer.init_from} is ignored: the "
                   f"run resumes from its own checkpoint (step {ckpt['step']})", file=sys.stderr,
                   flush=True)  # fmt: skip
-    elif cfg.trainer.init_from:
+    elif cfg.trainer.init_from:  # into the plain module, before any wrapper shards or copies it
         init = _init_from(model, str(cfg.trainer.init_from), str(cfg.model.name))
+    optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, model)
+    ddp_model = builders.wrap_ddp(model, env, compile=cfg.trainer.compile)
     validate = "val" in loaders
     if env.is_main:
         _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate)
