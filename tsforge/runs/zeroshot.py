@@ -63,7 +63,13 @@ def _store_season(path: Path) -> int | None:
 
 
 def protocol(
-    target: str, *, input_size: int, horizon: int, multivariate: bool, season: int | None = None
+    target: str,
+    *,
+    input_size: int,
+    horizon: int,
+    multivariate: bool = False,
+    min_input_size: int | None = None,
+    season: int | None = None,
 ) -> DictConfig:
     """The `data` section that scores a model of `input_size` at `horizon` on `target` (a
     registry name, or a store made by `tsforge data ingest`), composed by Hydra over the
@@ -72,8 +78,12 @@ def protocol(
     from tsforge.config.checks import compose_config
     from tsforge.data import registry
 
-    sizes = [f"data.input_size={input_size}", f"data.horizon={horizon}",
-             f"data.multivariate={multivariate}", "data.min_input_size=null"]  # fmt: skip
+    sizes = [
+        f"data.input_size={input_size}",
+        f"data.horizon={horizon}",
+        f"data.multivariate={multivariate}",
+        f"data.min_input_size={'null' if min_input_size is None else min_input_size}",
+    ]
     path = Path(target).expanduser()
     if path.exists() or target.endswith(".zarr") or "/" in target:
         if not path.exists():
@@ -109,8 +119,14 @@ def evaluate_zero_shot(
     if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon <= 0:
         raise UserError(f"--horizon {horizon!r}: must be a whole number > 0")
     _, cfg, _, _ = saved_run(run_dir, checkpoint)
-    data = protocol(target, input_size=int(cfg.data.input_size), horizon=horizon,
-                    multivariate=bool(cfg.data.multivariate), season=season)  # fmt: skip
+    data = protocol(
+        target,
+        input_size=int(cfg.data.input_size),
+        horizon=horizon,
+        multivariate=bool(cfg.data.multivariate),
+        min_input_size=cfg.data.min_input_size,
+        season=season,
+    )
     run = load_run_on(run_dir, data, checkpoint)
     short = (f"{target} is too short for the model's input_size={data.input_size} + horizon="
              f"{horizon}: use a shorter --horizon or longer data")  # fmt: skip
