@@ -163,10 +163,10 @@ def check_values(cfg: DictConfig) -> None:
 
         parse(cfg.data.split, "data.split")
     _check_device(str(cfg.trainer.device))
-    if cfg.trainer.init_from:
-        from tsforge.train.checkpoint import init_checkpoint
-
-        init_checkpoint(cfg.trainer.init_from)  # a run directory with a checkpoint, or a file
+    init_from = cfg.trainer.init_from
+    if init_from and not Path(init_from).expanduser().exists():  # its checkpoint: at the start
+        raise UserError(f"trainer.init_from={init_from}: no such run directory or checkpoint "
+                        "file")  # fmt: skip
 
 
 def _check_device(device: str) -> None:

@@ -170,8 +170,9 @@ def _fitting_model(cfg: DictConfig, store: Store, loss, path: Path, trained_hori
                 "patch_decoder, takes any)"
             )
     what = "covariates" if uses_exog and not cfg.data.multivariate else "covariates or channels"
+    data = cfg.data.path if cfg.data.name == "store" else cfg.data.name
     raise UserError(
-        f"model {name} of {path} was trained with {what} that {cfg.data.name} does not have "
+        f"model {name} of {path} was trained with {what} that {data} does not have "
         f"(parameter {info.key}: {shape_text(info.saved)} in the checkpoint, "
         f"{shape_text(info.built)} for this data): evaluate it on data with the same columns, "
         "or train a model without covariates"
