@@ -37,6 +37,12 @@ def test_changes_that_a_resume_takes_are_returned_with_old_and_new():
     assert config_changes(old, old, "r") == {}
 
 
+def test_a_resume_may_name_another_init_from_which_it_ignores():
+    """The weights come from the run's own checkpoint: where its first start took them from
+    is history (meta.json), not a setting of the resumed run."""
+    old, new = {"trainer": {"init_from": "runs/a"}}, {"trainer": {"init_from": None}}
+    assert config_changes(old, new, "r") == {"trainer.init_from": ["runs/a", None]}
+
 @pytest.mark.parametrize("key", ["data.horizon", "data.input_size", "data.batch_size",
                                  "model.mlp_units", "loss.name", "trainer.seed"])  # fmt: skip
 def test_changes_of_shapes_data_or_model_are_refused(key):

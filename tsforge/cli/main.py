@@ -4,6 +4,7 @@
     tsforge data info STORE [--json]
     tsforge data list | download NAME [--dir DIR]
     tsforge evaluate RUN_DIR [--split test|val] [--checkpoint best|latest] [--json]
+    tsforge evaluate RUN_DIR --data NAME_OR_STORE --horizon H [--season M] [--json] | --suite
     tsforge predict RUN_DIR --input SRC_OR_STORE --output OUT.parquet|OUT.csv
     tsforge score FORECASTS --actuals FILE --history STORE_OR_FILE --season M [--json]
     tsforge runs list|compare DIR...

@@ -106,6 +106,10 @@ class TrainerConfig:
     # The device's peak TFLOP/s that MFU is measured against; None: automatic (a table of
     # CUDA cards' dense bf16/fp32 peaks; on CPU, a short measured matmul throughput)
     peak_tflops: float | None = None
+    # Fine-tuning: start from the weights of a run directory (its best checkpoint, else its
+    # latest) or of a checkpoint file, with a fresh optimizer and schedule. The shapes must
+    # match the model this config builds. Ignored when the run resumes its own checkpoint.
+    init_from: str | None = None
 
 
 @dataclass

@@ -45,10 +45,13 @@ def loss(cfg: DictConfig):
     return build_loss(cfg.name, **kwargs)
 
 
-def loaders(data: DictConfig, seed: int, st: Store | Mixture, env: DistEnv) -> dict:
-    """The training loader and the evaluation loaders of the splits that have windows."""
+def loaders(data: DictConfig, seed: int, st: Store | Mixture, env: DistEnv, *,
+            train: bool = True) -> dict:  # fmt: skip
+    """The training loader and the evaluation loaders of the splits that have windows;
+    without `train`, the evaluation loaders only (a model scored on data it never saw)."""
     if isinstance(st, Mixture):
-        return mixture_loaders(data, seed, st, env)
+        out = mixture_loaders(data, seed, st, env)
+        return out if train else {k: v for k, v in out.items() if k != "train"}
     spec = WindowSpec(
         input_size=data.input_size,
         horizon=data.horizon,
@@ -61,13 +64,13 @@ def loaders(data: DictConfig, seed: int, st: Store | Mixture, env: DistEnv) -> d
         scaling=data.scaling, scale_by=data.scale_by, num_workers=data.num_workers,
         cache_mb=data.cache_mb, pin_memory=env.device.type == "cuda",
     )  # fmt: skip
-    out = {
-        "train": WindowLoader(
+    out = {}
+    if train:
+        out["train"] = WindowLoader(
             st, spec, split="train", global_batch_size=data.batch_size, mode=data.sampling,
             sample_by=data.sample_by, shuffle_group_blocks=data.shuffle_group_blocks, **common,
         )  # fmt: skip
-    }
-    if out["train"].n_windows == 0:
+    if train and out["train"].n_windows == 0:
         raise UserError(
             f"the train split has no window of input_size={data.input_size} + "
             f"horizon={data.horizon}: shorten them or use longer series"
@@ -103,7 +106,10 @@ def mixture_loaders(data: DictConfig, seed: int, mix: Mixture, env: DistEnv) -> 
     return out
 
 
-def model(cfg: DictConfig, data: DictConfig, st: Store, loss_fn) -> torch.nn.Module:
+def model(
+    cfg: DictConfig, data: DictConfig, st: Store, loss_fn, *, covariates: bool = True
+) -> torch.nn.Module:
+    """The model for this data; without `covariates`, one that reads none of the store's."""
     cls = MODELS[cfg.name]
     roles = st.roles
     n_channels = len(roles.target) if data.multivariate else 1
@@ -112,7 +118,7 @@ def model(cfg: DictConfig, data: DictConfig, st: Store, loss_fn) -> torch.nn.Mod
         "futr_exog_size": len(roles.futr_exog),
         "stat_exog_size": len(roles.static),
     }
-    if not cls.supports_exog:  # the batch carries covariates; this model does not read them
+    if not cls.supports_exog or not covariates:  # the batch carries them; the model ignores
         sizes = dict.fromkeys(sizes, 0)
     kwargs = model_kwargs(OmegaConf.to_container(cfg, resolve=True))
     return build_model(

@@ -276,6 +276,63 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | os.Pa
         ) from None
 
 
+def shape_text(shape) -> str:
+    """A parameter's shape as messages show it: [64, 96], or "missing" (None)."""
+    return "missing" if shape is None else str(list(shape))
+
+
+class WeightsMismatch(UserError):
+    """A checkpoint's weights do not fit a model built from another config: `key` is the
+    first parameter (in the model's order) that differs, `saved` / `built` its two shapes
+    (None where it is missing on that side)."""
+
+    def __init__(self, path, key: str, saved, built):
+        self.key, self.saved, self.built = key, saved, built
+        super().__init__(f"checkpoint {path} does not fit the model: parameter {key} is "
+                         f"{shape_text(saved)} there and {shape_text(built)} in the model built "
+                         "here")  # fmt: skip
+
+
+def load_model_weights(
+    model: torch.nn.Module, path: str | os.PathLike, *, model_name: str | None = None
+) -> dict[str, Any]:
+    """The model weights of the checkpoint file at `path` into `model`, whatever data it was
+    trained on (zero-shot evaluation, `trainer.init_from`). Returns the checkpoint's `step`,
+    `fingerprint` and `model_name`; a `WeightsMismatch` names the first parameter whose shape
+    differs (or that one side lacks), before anything is copied."""
+    path = Path(path)
+    ckpt = load_checkpoint(path, model_name=model_name)
+    state = ckpt.get("model")
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} holds no model weights: use another checkpoint")
+    built = unwrap(model).state_dict()
+    for key in [*built, *(k for k in state if k not in built)]:
+        saved_shape = tuple(state[key].shape) if torch.is_tensor(state.get(key)) else None
+        built_shape = tuple(built[key].shape) if key in built else None
+        if saved_shape != built_shape:
+            raise WeightsMismatch(path, key, saved_shape, built_shape)
+    load_weights(model, ckpt, path)
+    return {"step": int(ckpt["step"]), "fingerprint": ckpt.get("fingerprint"),
+            "model_name": ckpt.get("model_name")}  # fmt: skip
+
+
+def init_checkpoint(source: str | os.PathLike) -> Path:
+    """The checkpoint file `trainer.init_from` names: the file itself, or a run directory's
+    best checkpoint (else its latest); a UserError when there is none."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        found = CheckpointManager(path).best()
+        if found is None:
+            raise UserError(f"trainer.init_from={source}: the run directory has no checkpoint "
+                            "(checkpoints/best.pt or latest.pt): train it first, or name a "
+                            "checkpoint file")  # fmt: skip
+        return found
+    if not path.is_file():
+        raise UserError(f"trainer.init_from={source}: no such run directory or checkpoint "
+                        "file")  # fmt: skip
+    return path
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, so
     that checkpoint keys do not depend on how the model was run."""

@@ -35,6 +35,8 @@ MAY_CHANGE = (
     "trainer.dist_timeout_s", "data.num_workers", "data.cache_mb", "data.eval_batch_size",
     "launcher.*",
     "trainer.peak_tflops",  # only the MFU it is measured against
+    # where the first start took its weights from: a resume continues from its own
+    "trainer.init_from",
     # the store may move: its fingerprint, checked against the checkpoint's, must not change
     "data.path",
 )  # fmt: skip

@@ -24,7 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 from tsforge.data import chosen
 from tsforge.errors import EXIT_REQUEUE, UserError
 from tsforge.train import builders, stop
-from tsforge.train.checkpoint import CheckpointManager, load_checkpoint, load_weights
+from tsforge.train.checkpoint import (
+    CheckpointManager,
+    WeightsMismatch,
+    init_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    load_weights,
+    shape_text,
+)
 from tsforge.train.distributed import cleanup_distributed, finish_together, init_distributed
 from tsforge.train.hparams import flat_hparams, varied
 from tsforge.train.lock import RunLock
@@ -80,21 +88,31 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     loaders = builders.loaders(cfg.data, cfg.trainer.seed, store, env)
     model = builders.model(cfg.model, cfg.data, store, loss).to(env.device)
     flops = builders.model_flops(cfg, store, loss, env)
-    optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, model)
-    ddp_model = builders.wrap_ddp(model, env, compile=cfg.trainer.compile)
     config = OmegaConf.to_container(cfg, resolve=True)
     describe = {"config": config, "fingerprint": store.fingerprint, "model_name": cfg.model.name}
 
     ckpt, note = checkpoints.resume_point(fingerprint=store.fingerprint,
                                           model_name=cfg.model.name)  # fmt: skip
     changed = _changes(ckpt, config, run_dir, checkpoints) if ckpt else {}
+    init = None
+    if cfg.trainer.init_from and ckpt:
+        if env.is_main:
+            print(f"tsforge: note: trainer.init_from={cfg.trainer.init_from} is ignored: the "
+                  f"run resumes from its own checkpoint (step {ckpt['step']})", file=sys.stderr,
+                  flush=True)  # fmt: skip
+    elif cfg.trainer.init_from:  # into the plain module, before any wrapper shards or copies it
+        init = _init_from(model, str(cfg.trainer.init_from), str(cfg.model.name))
+    optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, model)
+    ddp_model = builders.wrap_ddp(model, env, compile=cfg.trainer.compile)
     validate = "val" in loaders
     if env.is_main:
         _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate, model, flops)
+        if init:
+            print(f"  initialised from {init['path']} (step {init['step']})", flush=True)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         update_meta(run_dir, fingerprint=store.fingerprint, world_size=env.world_size,
                     device=env.device, resumed_from=int(ckpt["step"]) if ckpt else None,
-                    changed=changed)  # fmt: skip
+                    changed=changed, init_from=init)  # fmt: skip
     record_ranks(run_dir, env)
 
     evaluator = builders.evaluator(cfg, loaders, loss, env)
@@ -171,6 +189,25 @@ def _changes(ckpt: dict, config: dict, run_dir: Path, checkpoints: CheckpointMan
     if last.exists():
         trained = OmegaConf.to_container(read_config(last), resolve=True)
     return config_changes(trained, config, run_dir)
+
+
+def _init_from(model: torch.nn.Module, source: str, model_name: str) -> dict:
+    """`trainer.init_from`'s weights into the (unwrapped, on every rank the same) model; the
+    optimizer and schedule stay fresh. {path, step, fingerprint} of the source for meta.json;
+    a UserError naming the first parameter whose shape differs."""
+    path = init_checkpoint(source).resolve()
+    try:
+        info = load_model_weights(model, path, model_name=model_name)
+    except WeightsMismatch as err:
+        raise UserError(
+            f"trainer.init_from={source}: parameter {err.key} is {shape_text(err.saved)} in "
+            f"{path} and {shape_text(err.built)} in the model this config builds: fine-tune "
+            "with the model settings it was trained with (model.*, data.input_size, the loss; "
+            "data.horizon too unless the model rolls out to any horizon)"
+        ) from None
+    except UserError as err:
+        raise UserError(f"trainer.init_from={source}: {err}") from None
+    return {"path": str(path), "step": info["step"], "fingerprint": info["fingerprint"]}
 
 
 def _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate, model, flops) -> None:

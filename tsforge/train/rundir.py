@@ -217,8 +217,10 @@ def update_meta(
     device: torch.device,
     resumed_from: int | None,
     changed: dict[str, list[Any]] | None = None,
+    init_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Create or extend `meta.json` for this start of the run (first start or a resume)."""
+    """Create or extend `meta.json` for this start of the run (first start or a resume);
+    `init_from`: where a fine-tuned run's first weights came from (path, step, fingerprint)."""
     import torch  # here: reading a run directory back (runs, jobs) needs no torch
 
     path = run_dir / "meta.json"
@@ -234,6 +236,8 @@ def update_meta(
     if resumed_from is not None:
         meta["resumes"].append({"from_step": resumed_from, "at": _now(), "job_id": job_id,
                                 "changed": changed or {}})
+    if init_from is not None:
+        meta["init_from"] = init_from
     meta.update(
         {
             "git": _git(),
