@@ -101,6 +101,7 @@ def ws(tmp_path_factory):
 
 
 def evaluate_json(capsys, *args) -> dict:
+    capsys.readouterr()  # what came before (an ingest's summary) is not the report
     code = main(["evaluate", *map(str, args), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
