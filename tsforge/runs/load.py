@@ -24,7 +24,7 @@ from tsforge.data import chosen
 from tsforge.data.store import Store
 from tsforge.errors import UserError
 from tsforge.train import CHECKPOINTS, builders
-from tsforge.train.checkpoint import load_checkpoint, load_weights
+from tsforge.train.checkpoint import CheckpointManager, load_model_weights
 from tsforge.train.distributed import DistEnv
 from tsforge.train.rundir import read_config
 
@@ -53,13 +53,14 @@ def _train_hint(run_dir: Path) -> str:
 
 
 def checkpoint_path(run_dir: Path, which: str = "best") -> tuple[Path, str]:
-    """(path, name) of the run's `best.pt` (else `latest.pt`), or of `latest.pt`."""
+    """(path, name) of the run's `best.pt` (else `latest.pt`), or of `latest.pt`; for a
+    sharded run, the step folder `best` (else `latest`) links to."""
     if which not in CHECKPOINTS:
         raise UserError(f"--checkpoint {which!r} is not one of {', '.join(CHECKPOINTS)}")
-    folder = run_dir / "checkpoints"
+    checkpoints = CheckpointManager(run_dir)
     for name in (which, "latest"):
-        path = folder / f"{name}.pt"
-        if path.exists():
+        path = checkpoints.named(name)
+        if path is not None:
             return path, name
     raise UserError(f"run {run_dir} has no checkpoint: {_train_hint(run_dir)}")
 
@@ -94,8 +95,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun
     store = chosen.store(cfg.data)
     loss = builders.loss(cfg.loss).to(env.device)  # its buffers (quantile levels) too
     model = builders.model(cfg.model, cfg.data, store, loss)
-    ckpt = load_checkpoint(path, fingerprint=store.fingerprint, model_name=cfg.model.name)
-    load_weights(model, ckpt, path)
+    ckpt = load_model_weights(path, model, fingerprint=store.fingerprint,
+                              model_name=cfg.model.name)  # fmt: skip
     model.to(env.device).eval()
     return TrainedRun(run_dir, cfg, store, loss, model, env, name, int(ckpt["step"]))
 

@@ -4,13 +4,31 @@
     latest.pt          the newest step (a copy made by hard link where possible)
     best.pt            the step with the best validation metric
 
+A sharded run (`trainer.strategy=fsdp`) saves a folder per step instead, through
+`torch.distributed.checkpoint` (DCP), every rank writing its own shards:
+
+    step_00000500/     .metadata, __0_0.distcp, __1_0.distcp, ...: model and optimizer
+                       state, sharded (DCP reshards them on load: any world size reads them)
+                       trainer.pt: the rest (below), small, written by rank 0
+    latest -> step_00000500      relative symbolic links
+    best   -> step_00000300      (kept beyond keep_last while it is the best)
+
 A checkpoint holds everything needed to continue exactly: the resolved config, the store
 fingerprint, the model name, model / optimizer / scheduler state, every RNG state, the loader
 state and the step.
 
 Writing: to a temporary name, flushed to disk, verified (every member of the zip archive reads
 back with its CRC), then renamed; only then do `latest.pt` / `best.pt` move to it and older step
-files go. A save that fails (a full disk) leaves the checkpoints as they were.
+files go. A save that fails (a full disk) leaves the checkpoints as they were. A sharded step is
+written into a temporary folder (`.step_00000500.tmp-dcp`) by every rank, and rank 0 renames it
+into place once all ranks are done (a barrier). The save is synchronous: `dcp.async_save` would
+write from a thread that needs a process group of its own (gloo's collectives are not safe to
+interleave with the training step's on one group) and a CPU copy of the state (the optimizer
+updates the parameters in place), for little gain at the sizes that train on CPUs.
+
+`load_model_weights(path, model)` reads the model weights of either kind into a plain model (in
+one process, no process group: DCP reads every shard into full tensors) or into a sharded one
+(every rank together): evaluation, prediction, the test phase and fine-tuning all use it.
 
 Reading: `torch.load(weights_only=True)`, which rebuilds tensors and plain containers only, with
 a short allow-list (`SAFE_GLOBALS`) for what format 1 stored besides (numpy's RNG key). A file
@@ -26,6 +44,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -35,6 +54,7 @@ import numpy as np
 import torch
 
 from tsforge.errors import UserError
+from tsforge.train.distributed import DistEnv, barrier
 from tsforge.train.rundir import TEMPORARY, step_files, step_of
 
 # 2: RNG states as tensors and plain lists. 1: numpy's RNG state as a numpy array (still read).
@@ -44,6 +64,7 @@ READABLE_VERSIONS = (1, 2)
 # What format 1 pickled besides tensors: numpy's MT19937 key, a uint32 array. These rebuild an
 # array from its dtype and bytes and call nothing else.
 SAFE_GLOBALS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+SHARDED_STATE = "trainer.pt"  # in a sharded step folder: all but the model and optimizer
 
 
 class CheckpointDamaged(UserError):
@@ -133,8 +154,28 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _remove(path: Path) -> None:
+    """A step file, or a sharded step's folder."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _point(link: Path, target: Path) -> None:
+    """`link` becomes a relative symbolic link to `target` (beside it), atomically."""
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(target.name, tmp)
+        os.replace(tmp, link)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class CheckpointManager:
-    """Saves and finds checkpoints of one run. Only the main rank calls `save`."""
+    """Saves and finds checkpoints of one run. Only the main rank calls `save`; every rank
+    calls `save_sharded`."""
 
     def __init__(self, run_dir: str | os.PathLike, keep_last: int = 2):
         self.dir = Path(run_dir) / "checkpoints"
@@ -147,30 +188,74 @@ class CheckpointManager:
         _link_or_copy(path, self.dir / "latest.pt")
         if is_best:
             _link_or_copy(path, self.dir / "best.pt")
-        # Only older steps go, once the new one is safely in place. Files of later steps (left
-        # by an attempt that got further before a crash) are replaced when the run gets there.
-        older = [p for p in self.step_files() if step_of(p) < step]
-        for old in older[: max(0, len(older) - (self.keep_last - 1))]:
-            old.unlink(missing_ok=True)
+        self._drop_older(step)
         return path
+
+    def save_sharded(self, state: dict[str, Any], step: int, *, model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, env: DistEnv,
+                     is_best: bool = False) -> Path:  # fmt: skip
+        """Model and optimizer state through DCP (every rank its shards), `state` beside them
+        (rank 0); collective: every rank calls it."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        path = self.dir / f"step_{step:08d}"
+        tmp = self.dir / f".{path.name}.tmp-dcp"  # the same name on every rank
+        if env.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _remove(tmp)
+            tmp.mkdir()
+        barrier(env)
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp)
+        if env.is_main:
+            _atomic_save({"format_version": FORMAT_VERSION, "step": step, "sharded": True,
+                          **state}, tmp / SHARDED_STATE)  # fmt: skip
+        barrier(env)  # every rank's shards are on disk
+        if env.is_main:
+            if path.exists():  # left by an attempt that got further before a crash
+                _remove(path)
+            os.replace(tmp, path)
+            _fsync_dir(self.dir)
+            _point(self.dir / "latest", path)
+            if is_best:
+                _point(self.dir / "best", path)
+            self._drop_older(step)
+        barrier(env)
+        return path
+
+    def _drop_older(self, step: int) -> None:
+        """Only older steps go, once the new one is safely in place, and never the one `best`
+        points to. Files of later steps (left by an attempt that got further before a crash)
+        are replaced when the run gets there."""
+        best = self.dir / "best"
+        keep = best.resolve() if best.is_symlink() else None
+        older = [p for p in self.step_files() if step_of(p) < step and p.resolve() != keep]
+        for old in older[: max(0, len(older) - (self.keep_last - 1))]:
+            _remove(old)
 
     def step_files(self) -> list[Path]:
         return step_files(self.dir.parent)
 
+    def named(self, name: str) -> Path | None:
+        """`latest` / `best`: the file (`latest.pt`) or the sharded step it links to."""
+        for path in (self.dir / f"{name}.pt", self.dir / name):
+            if path.exists():
+                return path
+        return None
+
     def latest(self) -> Path | None:
-        path = self.dir / "latest.pt"
-        return path if path.exists() else None
+        return self.named("latest")
 
     def best(self) -> Path | None:
-        path = self.dir / "best.pt"
-        return path if path.exists() else self.latest()
+        return self.named("best") or self.latest()
 
     def remove_temporaries(self) -> None:
-        """Half-written files of saves that a killed launch never finished (the run is locked:
-        no other launch is writing them)."""
+        """Half-written files and folders of saves that a killed launch never finished (the
+        run is locked: no other launch is writing them)."""
         if self.dir.is_dir():
             for tmp in self.dir.glob(TEMPORARY):
-                tmp.unlink(missing_ok=True)
+                _remove(tmp)
 
     def resume_point(
         self, *, fingerprint: str | None = None, model_name: str | None = None
@@ -238,9 +323,13 @@ def _read(path: Path) -> Any:
 def load_checkpoint(
     path: str | os.PathLike, *, fingerprint: str | None = None, model_name: str | None = None
 ) -> dict[str, Any]:
-    """Load a checkpoint and check it belongs to this data and model; UserError if not."""
+    """Load a checkpoint and check it belongs to this data and model; UserError if not.
+
+    A sharded step folder gives what rank 0 wrote beside the shards (no model or optimizer:
+    `load_model_weights`, `load_sharded`), with `path`, the folder, added."""
     path = Path(path)
-    ckpt = _read(path)
+    sharded = path.is_dir()
+    ckpt = _read(path / SHARDED_STATE if sharded else path)
     if not isinstance(ckpt, dict) or ckpt.get("format_version") not in READABLE_VERSIONS \
             or not isinstance(ckpt.get("step"), int):  # fmt: skip
         raise UserError(f"{path} is not a tsforge checkpoint (format "
@@ -256,6 +345,93 @@ def load_checkpoint(
             f"checkpoint {path} holds model '{ckpt.get('model_name')}', this run builds "
             f"'{model_name}': use another hydra.run.dir for another model"
         )
+    if sharded:
+        ckpt["path"] = path
+    return ckpt
+
+
+def load_sharded(
+    path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> None:
+    """A sharded step's model (and optimizer) state into a sharded model (FSDP2) at any world
+    size: DCP reads the parts of every rank's shards that this rank holds. Collective."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_state_dict,
+        set_model_state_dict,
+        set_state_dict,
+    )
+
+    if optimizer is None:
+        model_sd = get_model_state_dict(model)
+        _dcp_load({"model": model_sd}, Path(path), dcp.load)
+        set_model_state_dict(model, model_sd)
+        return
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    _dcp_load({"model": model_sd, "optimizer": optim_sd}, Path(path), dcp.load)
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
+
+
+def _dcp_load(state: dict[str, Any], path: Path, load, **kwargs) -> None:
+    """`dcp.load` into `state`; a UserError when the step does not fit it (another model)."""
+    from torch.distributed.checkpoint import CheckpointException
+
+    try:
+        load(state, checkpoint_id=path, **kwargs)
+    except (CheckpointException, RuntimeError, KeyError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"checkpoint {path} does not fit the model of the run's config "
+                        f"({first[:300]}): was its config.yaml edited after training? restore "
+                        "it") from None  # fmt: skip
+
+
+def load_model_weights(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    fingerprint: str | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """The weights of the checkpoint at `path` into `model`; returns the checkpoint's other
+    contents (step, config, ...). `path`: a step file, a sharded step folder, `latest` /
+    `best` of either kind, or a run directory (its best, else latest).
+
+    A plain model (one process, or each rank on its own) takes either kind whole: a sharded
+    step is read without a process group, every shard into full tensors. A sharded model
+    (FSDP2, every rank together) takes a sharded step at any world size, or a file whole.
+    `fingerprint` / `model_name` check that the checkpoint belongs to this data and model."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir() and not (path / SHARDED_STATE).exists():
+        found = CheckpointManager(path).best()
+        if found is None:
+            raise UserError(f"run {path} has no checkpoint: train it first")
+        path = found
+    ckpt = load_checkpoint(path, fingerprint=fingerprint, model_name=model_name)
+    from tsforge.train.parallel import is_sharded
+
+    if not ckpt.get("sharded"):
+        if is_sharded(model):
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
+
+            state = ckpt.get("model")
+            if not isinstance(state, dict):
+                load_weights(model, ckpt, path)  # the error naming the file
+            set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            load_weights(model, ckpt, path)
+    elif is_sharded(model):
+        load_sharded(path, model)
+    else:
+        import torch.distributed.checkpoint as dcp
+
+        plain = unwrap(model)
+        state = plain.state_dict()
+        _dcp_load({"model": state}, path, dcp.load, no_dist=True)
+        plain.load_state_dict(state)
     return ckpt
 
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from tsforge.data import chosen
 from tsforge.errors import EXIT_REQUEUE, UserError
 from tsforge.train import builders, stop
-from tsforge.train.checkpoint import CheckpointManager, load_checkpoint, load_weights
+from tsforge.train.checkpoint import CheckpointManager, load_model_weights
 from tsforge.train.distributed import cleanup_distributed, finish_together, init_distributed
 from tsforge.train.hparams import flat_hparams, varied
 from tsforge.train.lock import RunLock
@@ -44,7 +44,8 @@ from tsforge.train.rundir import (
 
 def run_rank(cfg: DictConfig, run_dir: Path, *, locked: bool = False) -> int:
     """`locked`: the launcher already holds the run directory's lock for this process."""
-    env = init_distributed(cfg.trainer.device, cfg.trainer.dist_timeout_s)
+    env = init_distributed(cfg.trainer.device, cfg.trainer.dist_timeout_s,
+                           group_of_one=cfg.trainer.strategy == "fsdp")
     try:
         own_lock = env.is_main and not locked
         if own_lock:
@@ -79,8 +80,8 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     loss = builders.loss(cfg.loss).to(env.device)  # quantile levels live on the device
     loaders = builders.loaders(cfg.data, cfg.trainer.seed, store, env)
     model = builders.model(cfg.model, cfg.data, store, loss).to(env.device)
-    optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, model)
-    ddp_model = builders.wrap_ddp(model, env, compile=cfg.trainer.compile)
+    net = builders.parallel(cfg.trainer, model, env)  # `model` itself, sharded, under fsdp
+    optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, net)
     config = OmegaConf.to_container(cfg, resolve=True)
     describe = {"config": config, "fingerprint": store.fingerprint, "model_name": cfg.model.name}
 
@@ -99,7 +100,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     evaluator = builders.evaluator(cfg, loaders, loss, env)
     logger = make_logger(run_dir, env.is_main, evaluator.metric_names() if validate else ())
     trainer = Trainer(
-        model=ddp_model, loss=loss, optimizer=optimizer, scheduler=scheduler,
+        model=net, loss=loss, optimizer=optimizer, scheduler=scheduler,
         train_loader=loaders["train"], evaluator=evaluator, env=env,
         settings=builders.loop_settings(cfg.trainer, cfg.optim, env, validate=validate),
         checkpoints=checkpoints, logger=logger, describe=describe,
@@ -205,8 +206,8 @@ def _load_state(trainer: Trainer, ckpt: dict, checkpoints: CheckpointManager) ->
 def _final_metrics(trainer, evaluator, model, checkpoints, store, env) -> dict:
     """Test metrics of the best checkpoint (else the last weights), with the baseline."""
     best = checkpoints.best()
-    if best is not None:
-        load_weights(model, load_checkpoint(best, fingerprint=store.fingerprint), best)
+    if best is not None:  # every rank: a sharded model loads its shards together
+        load_model_weights(best, model, fingerprint=store.fingerprint)
     test = evaluator.evaluate(model, "test", with_baseline=True) if "test" in evaluator.loaders \
         else {}
     baselines = {"seasonal_naive": "naive/", "naive1": "naive1/"}
