@@ -85,7 +85,7 @@ class TrainerConfig:
     # per rank for more communication
     strategy: str = "ddp"
     # recompute each transformer block's activations in backward instead of keeping them:
-    # less memory, about a third more compute; for models with blocks (patchtst)
+    # less memory, about a third more compute; for models with blocks (not dlinear)
     activation_checkpointing: bool = False
     device: str = "auto"  # auto | cpu | cuda
     early_stop_patience: int = 0  # evaluations without improvement; 0 disables

@@ -378,7 +378,9 @@ def _dcp_load(state: dict[str, Any], path: Path, load, **kwargs) -> None:
     from torch.distributed.checkpoint import CheckpointException
 
     try:
-        load(state, checkpoint_id=path, **kwargs)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
+            warnings.filterwarnings("ignore", message=".*load in a single process")
+            load(state, checkpoint_id=path, **kwargs)
     except (CheckpointException, RuntimeError, KeyError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"checkpoint {path} does not fit the model of the run's config "

@@ -7,13 +7,15 @@
 (`DistributedDataParallel`); a single process runs the model as it is.
 
 `strategy="fsdp"`: FSDP2 (`torch.distributed.fsdp.fully_shard`). Each element of
-`model.blocks` (an `nn.ModuleList`, for models that have one: the transformer layers) is
-sharded as its own unit, then the root holds what is left (embeddings, head); a model without
-blocks is one unit. Parameters, gradients and optimizer state are split over the ranks (dim 0)
-and all-gathered a unit at a time for forward and backward. It runs on CPUs with gloo and on
-GPUs with NCCL (`tsforge.train.distributed` picks), and with one process (a group of one).
-bf16 on GPUs stays `torch.autocast` (`tsforge.train.precision`), as under DDP: the sharded
-parameters and the reduced gradients stay fp32.
+`model.blocks` (an `nn.ModuleList`, for models that have one: the residual blocks of NHITS
+and N-BEATS, the encoder layers of PatchTST) is sharded as its own unit, then the root holds
+what is left (embeddings, head); a model without blocks (DLinear) is one unit. Parameters,
+gradients and optimizer state are split over the ranks (dim 0) and all-gathered a unit at a
+time for forward and backward. It runs on CPUs with gloo and on GPUs with NCCL
+(`tsforge.train.distributed` picks), and with one process (a group of one). bf16 on GPUs
+stays `torch.autocast` (`tsforge.train.precision`), as under DDP: the sharded parameters and
+the reduced gradients stay fp32. FSDP2 never syncs buffers; `sync_buffers` gives every rank
+rank 0's before an evaluation or a checkpoint, as DDP would have.
 
 Activation checkpointing wraps each block (torch's `checkpoint_wrapper`, non-reentrant): its
 activations are recomputed in backward, with its buffers put back afterwards (BatchNorm's
@@ -22,9 +24,8 @@ refused (UserError naming `trainer.activation_checkpointing`): wrapping the whol
 recompute everything and save next to nothing. The wrapper's own key prefix never reaches a
 checkpoint (torch strips it), so checkpoints do not depend on it.
 
-torch.compile: under DDP the whole model (as before); under FSDP each block in place before it
-is sharded (the root when there are no blocks), so the hooks that all-gather stay outside the
-compiled graphs.
+torch.compile: under DDP the whole model (as before); under FSDP each block, in place, before
+it is sharded (as torchtitan does; the root when there are no blocks).
 
 Models know nothing of this: they are plain modules, and `blocks` is the only name read.
 """
@@ -83,8 +84,8 @@ def parallelize(
         if blocks is None:
             raise UserError(
                 f"trainer.activation_checkpointing=true: {type(model).__name__} has no blocks "
-                "to checkpoint (model.blocks); use a model with blocks (patchtst), or set it "
-                "false"
+                "to checkpoint (model.blocks); use a model with blocks (nhits, nbeats, "
+                "patchtst), or set it false"
             )
         _checkpoint_blocks(blocks)
     if strategy == "fsdp":
