@@ -84,7 +84,7 @@ def parallelize(
         if blocks is None:
             raise UserError(
                 f"trainer.activation_checkpointing=true: {type(model).__name__} has no blocks "
-                "to checkpoint (model.blocks); use a model with blocks (nhits, nbeats, "
+                "to checkpoint (no `blocks` attribute); use a model with blocks (nhits, nbeats, "
                 "patchtst), or set it false"
             )
         _checkpoint_blocks(blocks)
