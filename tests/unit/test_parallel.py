@@ -142,3 +142,31 @@ def test_a_sharded_model_takes_a_plain_checkpoint_file(tmp_path, group_of_one):
     full = get_model_state_dict(net, options=StateDictOptions(full_state_dict=True))
     for name, value in source.state_dict().items():
         torch.testing.assert_close(full[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_an_asynchronous_save_holds_the_state_of_its_step(tmp_path, group_of_one):
+    """The parameters change while the thread writes: the folder has them as they were, and
+    it is in place only once `wait` has run."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    net = parallelize(patchtst(), group_of_one, strategy="fsdp")
+    optimizer = torch.optim.AdamW(net.parameters(), lr=0.1)
+    step(net)
+    optimizer.step()
+    full = StateDictOptions(full_state_dict=True)
+    saved = {k: v.clone() for k, v in get_model_state_dict(net, options=full).items()}
+    checkpoints = CheckpointManager(tmp_path, async_save=True)
+    checkpoints.save_sharded({}, 1, model=net, optimizer=optimizer, env=group_of_one)
+    optimizer.zero_grad()
+    step(net, seed=2)
+    optimizer.step()  # in place, while the save may still be writing
+    assert checkpoints.named("latest") is None
+    checkpoints.wait(group_of_one)
+    assert checkpoints.named("latest").resolve().name == "step_00000001"
+    assert not list((tmp_path / "checkpoints").glob(".*"))
+    plain = patchtst(seed=9)
+    load_model_weights(checkpoints.named("latest"), plain)
+    changed = get_model_state_dict(net, options=full)
+    assert any(not torch.equal(changed[k], saved[k]) for k in saved)
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(value, saved[name], rtol=0, atol=0, msg=name)

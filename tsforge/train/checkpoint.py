@@ -21,10 +21,13 @@ Writing: to a temporary name, flushed to disk, verified (every member of the zip
 back with its CRC), then renamed; only then do `latest.pt` / `best.pt` move to it and older step
 files go. A save that fails (a full disk) leaves the checkpoints as they were. A sharded step is
 written into a temporary folder (`.step_00000500.tmp-dcp`) by every rank, and rank 0 renames it
-into place once all ranks are done (a barrier). The save is synchronous: `dcp.async_save` would
-write from a thread that needs a process group of its own (gloo's collectives are not safe to
-interleave with the training step's on one group) and a CPU copy of the state (the optimizer
-updates the parameters in place), for little gain at the sizes that train on CPUs.
+into place once all ranks are done (a barrier). On GPUs the save is asynchronous
+(`dcp.async_save`): the shards are copied to CPU memory, training goes on while a thread
+writes them (through a gloo process group of its own: collectives on one gloo group must not
+interleave with the training step's), and the folder is renamed into place at the next save
+or at the end of training. On CPUs it is synchronous: there the copy would cost the memory
+sharding saves (a second copy of each rank's shards) and the writing thread the cores that
+train, for a write that takes a fraction of a step at the sizes that train on CPUs.
 
 `load_model_weights(path, model)` reads the model weights of either kind into a plain model (in
 one process, no process group: DCP reads every shard into full tensors) or into a sharded one
@@ -177,9 +180,14 @@ class CheckpointManager:
     """Saves and finds checkpoints of one run. Only the main rank calls `save`; every rank
     calls `save_sharded`."""
 
-    def __init__(self, run_dir: str | os.PathLike, keep_last: int = 2):
+    def __init__(self, run_dir: str | os.PathLike, keep_last: int = 2, *,
+                 async_save: bool = False):  # fmt: skip
+        """`async_save`: sharded saves write from a thread (`save_sharded`)."""
         self.dir = Path(run_dir) / "checkpoints"
         self.keep_last = max(1, int(keep_last))
+        self.async_save = async_save
+        self._pending: tuple | None = None  # the sharded save in flight: see `wait`
+        self._group = None  # the process group of asynchronous saves
 
     def save(self, state: dict[str, Any], step: int, *, is_best: bool = False) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -195,10 +203,13 @@ class CheckpointManager:
                      optimizer: torch.optim.Optimizer, env: DistEnv,
                      is_best: bool = False) -> Path:  # fmt: skip
         """Model and optimizer state through DCP (every rank its shards), `state` beside them
-        (rank 0); collective: every rank calls it."""
+        (rank 0); collective: every rank calls it. With `async_save`, the shards are copied
+        and written by a thread while training goes on: the step is in place after `wait`
+        (the next save, or the end of training)."""
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
+        self.wait(env)  # one save in flight at most
         path = self.dir / f"step_{step:08d}"
         tmp = self.dir / f".{path.name}.tmp-dcp"  # the same name on every rank
         if env.is_main:
@@ -207,10 +218,34 @@ class CheckpointManager:
             tmp.mkdir()
         barrier(env)
         model_sd, optim_sd = get_state_dict(model, optimizer)
-        dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp)
+        shards = {"model": model_sd, "optimizer": optim_sd}
+        written = None
+        if self.async_save:
+            if self._group is None:  # its own group: gloo's collectives on one group must
+                import torch.distributed as dist  # not interleave with the training step's
+
+                self._group = dist.new_group(backend="gloo")
+            # The state is copied to CPU memory before this returns; a thread writes the copy.
+            written = dcp.async_save(shards, checkpoint_id=tmp, process_group=self._group)
+        else:
+            dcp.save(shards, checkpoint_id=tmp)
         if env.is_main:
             _atomic_save({"format_version": FORMAT_VERSION, "step": step, "sharded": True,
                           **state}, tmp / SHARDED_STATE)  # fmt: skip
+        self._pending = (written, tmp, path, step, is_best)
+        if not self.async_save:
+            self.wait(env)
+        return path
+
+    def wait(self, env: DistEnv) -> None:
+        """Put the sharded save in flight (if any) in place: once every rank's shards are on
+        disk, rank 0 renames its folder and moves `latest` / `best`. Collective."""
+        if self._pending is None:
+            return
+        written, tmp, path, step, is_best = self._pending
+        self._pending = None
+        if written is not None:
+            written.result()  # raises what the writing thread raised
         barrier(env)  # every rank's shards are on disk
         if env.is_main:
             if path.exists():  # left by an attempt that got further before a crash
@@ -222,7 +257,6 @@ class CheckpointManager:
                 _point(self.dir / "best", path)
             self._drop_older(step)
         barrier(env)
-        return path
 
     def _drop_older(self, step: int) -> None:
         """Only older steps go, once the new one is safely in place, and never the one `best`

@@ -138,7 +138,9 @@ class Trainer:
     # -- the run ------------------------------------------------------------------------
     def train(self) -> str:
         with stop.handled():
-            return self._train()
+            ended = self._train()
+        self.checkpoints.wait(self.env)  # an asynchronous save is in place before the end
+        return ended
 
     def stop_requested(self) -> bool:
         """Has any rank received a stop signal? (collective: every rank calls it)"""

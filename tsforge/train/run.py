@@ -71,7 +71,9 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     torch.set_num_threads(threads)
     builders.seed_everything(cfg.trainer.seed, env.rank)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = CheckpointManager(run_dir, keep_last=cfg.trainer.keep_last)
+    # Sharded saves write from a thread on GPUs (tsforge.train.checkpoint says why not on CPUs)
+    checkpoints = CheckpointManager(run_dir, keep_last=cfg.trainer.keep_last,
+                                    async_save=env.device.type == "cuda")  # fmt: skip
     if env.is_main:  # the lock is held: no other launch is writing these
         remove_temporaries(run_dir)
         checkpoints.remove_temporaries()
