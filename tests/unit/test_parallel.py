@@ -121,7 +121,7 @@ def test_sharded_steps_save_atomically_and_load_into_a_plain_model(tmp_path, gro
         torch.testing.assert_close(value, full[name], rtol=0, atol=0, msg=name)
     # a run directory means its best step
     assert load_model_weights(tmp_path, patchtst(seed=7))["step"] == 1
-    with pytest.raises(UserError, match="does not fit"):
+    with pytest.raises(UserError, match="does not load into the model"):
         load_model_weights(folder / "latest", patchtst(d_model=8, n_heads=2))
 
 

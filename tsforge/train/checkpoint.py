@@ -362,7 +362,7 @@ def load_checkpoint(
     A sharded step folder gives what rank 0 wrote beside the shards (no model or optimizer:
     `load_model_weights`, `load_sharded`), with `path`, the folder, added."""
     path = Path(path)
-    sharded = path.is_dir()
+    sharded = path.is_dir() and path.suffix != ".pt"  # a folder named .pt is no checkpoint
     ckpt = _read(path / SHARDED_STATE if sharded else path)
     if not isinstance(ckpt, dict) or ckpt.get("format_version") not in READABLE_VERSIONS \
             or not isinstance(ckpt.get("step"), int):  # fmt: skip
@@ -417,9 +417,10 @@ def _dcp_load(state: dict[str, Any], path: Path, load, **kwargs) -> None:
             load(state, checkpoint_id=path, **kwargs)
     except (CheckpointException, RuntimeError, KeyError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"checkpoint {path} does not fit the model of the run's config "
-                        f"({first[:300]}): was its config.yaml edited after training? restore "
-                        "it") from None  # fmt: skip
+        raise UserError(f"checkpoint {path} does not load into the model of the run's config "
+                        f"({first[:300]}): a damaged shard (delete the folder to use an earlier "
+                        "step), or a config.yaml edited after training (restore it)"
+                        ) from None  # fmt: skip
 
 
 def load_model_weights(
