@@ -37,6 +37,10 @@ def test_fsdp_trains_like_ddp_and_its_run_evaluates_in_one_process(tmp_path, cap
     a, b = train_losses(ddp), train_losses(fsdp)
     assert sorted(b) == [1, 2, 3, 4]
     assert all(b[s] == pytest.approx(a[s], rel=1e-5) for s in a)
+    # the norm of the sharded gradients is the whole one (clipping at 1.0 is in play)
+    norms_a = [r["train/grad_norm"] for r in records(ddp) if "train/grad_norm" in r]
+    norms_b = [r["train/grad_norm"] for r in records(fsdp) if "train/grad_norm" in r]
+    assert norms_b == pytest.approx(norms_a, rel=1e-5) and max(norms_a) > 1.0
     val_a = [r["val/mae"] for r in records(ddp) if "val/mae" in r]
     val_b = [r["val/mae"] for r in records(fsdp) if "val/mae" in r]
     assert val_b == pytest.approx(val_a, rel=1e-5)
