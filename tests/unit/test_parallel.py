@@ -170,3 +170,18 @@ def test_an_asynchronous_save_holds_the_state_of_its_step(tmp_path, group_of_one
     assert any(not torch.equal(changed[k], saved[k]) for k in saved)
     for name, value in plain.state_dict().items():
         torch.testing.assert_close(value, saved[name], rtol=0, atol=0, msg=name)
+
+
+def test_resume_skips_a_damaged_sharded_step_for_the_previous_one(tmp_path, group_of_one):
+    net = parallelize(patchtst(), group_of_one, strategy="fsdp")
+    optimizer = torch.optim.AdamW(net.parameters())
+    checkpoints = CheckpointManager(tmp_path, keep_last=2)
+    for s in (1, 2):
+        checkpoints.save_sharded({"model_name": "patchtst"}, s, model=net, optimizer=optimizer,
+                                 env=group_of_one)  # fmt: skip
+    state = tmp_path / "checkpoints" / "step_00000002" / "trainer.pt"
+    state.write_bytes(state.read_bytes()[:100])  # cut short
+    checkpoints.remove_temporaries()
+    ckpt, note = checkpoints.resume_point(model_name="patchtst")
+    assert ckpt["step"] == 1 and ckpt["path"].name == "step_00000001"
+    assert "skipped latest" in note and "step_00000001" in note
