@@ -4,7 +4,8 @@
 (fetch a batch, forward, loss, backward, optimizer step every `accumulate_steps` batches),
 with logging, validation, checkpoints and the stop signal checked in between; at the end the
 test split is evaluated with the best weights. Everything rank-dependent goes through the
-logger (a null object off the main rank) and `CheckpointManager.save` (main rank only).
+logger (a null object off the main rank) and `CheckpointManager.save` (main rank only; a
+sharded model, `trainer.strategy=fsdp`, saves through `save_sharded`, every rank its shards).
 
 A hyper-parameter search (`tsforge tune`) that finds a run hopeless writes `RUN_DIR/prune`;
 the loop looks for it at each log step and validation, checkpoints and returns `PRUNED`.
@@ -50,7 +51,7 @@ from tsforge.train.distributed import (
 )
 from tsforge.train.evaluate import Evaluator
 from tsforge.train.logger import NullLogger
-from tsforge.train.parallel import is_sharded, sync_buffers
+from tsforge.train.parallel import is_sharded, no_sync, sync_buffers
 from tsforge.train.perf import StepTimer
 from tsforge.train.precision import forecast
 
@@ -243,11 +244,7 @@ class Trainer:
         return grad_norm
 
     def _no_sync(self, skip: bool):
-        if skip and hasattr(self.model, "no_sync"):
-            return self.model.no_sync()
-        if skip and self.sharded:
-            return _fsdp_no_sync(self.model)
-        return contextlib.nullcontext()
+        return no_sync(self.model) if skip else contextlib.nullcontext()
 
     def _agree(self, flag: bool) -> bool:
         """True on every rank if it is true on any (stop signals, time-based checkpoints)."""
@@ -340,12 +337,3 @@ class Trainer:
             self.checkpoints.save(state, self.step, is_best=is_best)
         barrier(self.env)
 
-
-@contextlib.contextmanager
-def _fsdp_no_sync(model):
-    """FSDP2's no_sync: gradients of accumulation micro-steps stay local and unsharded."""
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)

@@ -57,6 +57,25 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(getattr(model, "_orig_mod", model), FSDPModule)
 
 
+def no_sync(model: nn.Module):
+    """A context in which backward keeps gradients local (accumulation micro-steps): DDP's
+    `no_sync`, FSDP2's `set_requires_gradient_sync(False)`; nothing to do in one process."""
+    if hasattr(model, "no_sync"):
+        return model.no_sync()
+    if is_sharded(model):
+        return _gradient_sync_off(model)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _gradient_sync_off(model: nn.Module):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
 def sync_buffers(model: nn.Module, env: DistEnv) -> None:
     """Every rank takes rank 0's buffers (BatchNorm's running statistics): what DDP does at
     each forward, FSDP2 never does, so before an evaluation or a checkpoint the sharded model
