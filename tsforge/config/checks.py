@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tsforge.config import CONF_DIR
-from tsforge.config.schema import PRECISIONS, SCHEDULES, register
+from tsforge.config.schema import PRECISIONS, SCHEDULES, STRATEGIES, register
 from tsforge.errors import UserError
 
 
@@ -116,7 +116,8 @@ def _choices() -> dict[str, tuple[str, ...]]:
     from tsforge.losses import LOSSES
 
     return {
-        "optim.schedule": SCHEDULES, "trainer.precision": PRECISIONS, "loss.name": tuple(LOSSES),
+        "optim.schedule": SCHEDULES, "trainer.precision": PRECISIONS,
+        "trainer.strategy": STRATEGIES, "loss.name": tuple(LOSSES),
         "data.scaling": METHODS, "data.scale_by": SCALE_BY,
         "data.sampling": tuple(m for m in MODES if m != "eval"),
         "data.sample_by": ("window", "series"), "data.metrics_on": ("original", "scaled"),

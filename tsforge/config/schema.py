@@ -19,6 +19,7 @@ from omegaconf import MISSING
 # importing the training code.
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "onecycle", "constant")
+STRATEGIES = ("ddp", "fsdp")  # train.parallel
 
 
 @dataclass
@@ -94,6 +95,13 @@ class TrainerConfig:
     accumulate_steps: int = 1  # gradient accumulation: optimizer step every N batches
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     compile: bool = False  # torch.compile the model
+    # ddp: a full replica per rank, gradients all-reduced | fsdp: parameters, gradients and
+    # optimizer state sharded over the ranks (FSDP2), checkpoints sharded (DCP); less memory
+    # per rank for more communication
+    strategy: str = "ddp"
+    # recompute each transformer block's activations in backward instead of keeping them:
+    # less memory, about a third more compute; for models with blocks (not dlinear)
+    activation_checkpointing: bool = False
     device: str = "auto"  # auto | cpu | cuda
     early_stop_patience: int = 0  # evaluations without improvement; 0 disables
     early_stop_metric: str = "mae"

@@ -25,8 +25,9 @@ How a stop flows, and why the trainer and submitit do not fight over the signal:
   * When SLURM itself ends the job (`scontrol requeue`, preemption, `scancel`), it sends
     SIGTERM; the loop checkpoints the same way and the tasks exit with 75 without requeueing
     again: SLURM already knows what comes next.
-  * On restart `run_rank` resumes from `RUN_DIR/checkpoints/latest.pt` and appends the resume
-    to `meta.json`. A job that came back `max_requeues` times is not requeued again and fails.
+  * On restart `run_rank` resumes from `RUN_DIR/checkpoints/latest.pt` (`latest/`, a folder
+    of shards, for trainer.strategy=fsdp) and appends the resume to `meta.json`. A job that
+    came back `max_requeues` times is not requeued again and fails.
 A rank that raises fails the job at once (`srun --kill-on-bad-exit=1`), with its traceback in
 its log, `RUN_DIR/slurm/<job>_<rank>_log.out`.
 """

@@ -146,6 +146,12 @@ class PatchTST(nn.Module):
         )
         self.head = FlattenHead(self.n_patches * d_model, horizon, n_outputs, head_dropout)
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The encoder layers: the repeated units that sharding (FSDP2) and activation
+        checkpointing wrap one by one (`tsforge.train.parallel`)."""
+        return self.layers
+
     def forward(
         self,
         insample_y: torch.Tensor,

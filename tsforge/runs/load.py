@@ -26,10 +26,9 @@ from tsforge.data.store import Store
 from tsforge.errors import UserError
 from tsforge.train import CHECKPOINTS, builders
 from tsforge.train.checkpoint import (
+    CheckpointManager,
     WeightsMismatch,
-    load_checkpoint,
     load_model_weights,
-    load_weights,
     shape_text,
 )
 from tsforge.train.distributed import DistEnv
@@ -60,13 +59,14 @@ def _train_hint(run_dir: Path) -> str:
 
 
 def checkpoint_path(run_dir: Path, which: str = "best") -> tuple[Path, str]:
-    """(path, name) of the run's `best.pt` (else `latest.pt`), or of `latest.pt`."""
+    """(path, name) of the run's `best.pt` (else `latest.pt`), or of `latest.pt`; for a
+    sharded run, the step folder `best` (else `latest`) links to."""
     if which not in CHECKPOINTS:
         raise UserError(f"--checkpoint {which!r} is not one of {', '.join(CHECKPOINTS)}")
-    folder = run_dir / "checkpoints"
+    checkpoints = CheckpointManager(run_dir)
     for name in (which, "latest"):
-        path = folder / f"{name}.pt"
-        if path.exists():
+        path = checkpoints.named(name)
+        if path is not None:
             return path, name
     raise UserError(f"run {run_dir} has no checkpoint: {_train_hint(run_dir)}")
 
@@ -111,8 +111,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun
     store = chosen.store(cfg.data)
     loss = builders.loss(cfg.loss).to(env.device)  # its buffers (quantile levels) too
     model = builders.model(cfg.model, cfg.data, store, loss)
-    ckpt = load_checkpoint(path, fingerprint=store.fingerprint, model_name=cfg.model.name)
-    load_weights(model, ckpt, path)
+    ckpt = load_model_weights(path, model, fingerprint=store.fingerprint,
+                              model_name=cfg.model.name)  # fmt: skip
     model.to(env.device).eval()
     return TrainedRun(run_dir, cfg, store, loss, model, env, name, int(ckpt["step"]))
 
@@ -152,7 +152,7 @@ def _fitting_model(cfg: DictConfig, store: Store, loss, path: Path, trained_hori
         for covariates in choices:
             model = builders.model(cfg.model, data, store, loss, covariates=covariates)
             try:
-                return model, load_model_weights(model, path, model_name=name)
+                return model, load_model_weights(path, model, model_name=name)
             except WeightsMismatch as err:
                 first = first or err
         return None, first

@@ -22,6 +22,7 @@ from tsforge.train.distributed import DistEnv
 from tsforge.train.evaluate import Evaluator
 from tsforge.train.flops import ModelFlops, example_inputs, forward_flops_per_window, peak_flops
 from tsforge.train.loop import LoopSettings
+from tsforge.train.parallel import parallelize
 from tsforge.train.precision import autocast_dtype
 from tsforge.train.schedule import build_scheduler
 
@@ -151,13 +152,13 @@ def optimizer(optim: DictConfig, trainer: DictConfig, net: torch.nn.Module):
     return opt, sched
 
 
-def wrap_ddp(net: torch.nn.Module, env: DistEnv, *, compile: bool) -> torch.nn.Module:
-    if compile:
-        net = torch.compile(net)
-    if not env.distributed:
-        return net
-    device_ids = [env.device.index] if env.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+def parallel(trainer: DictConfig, net: torch.nn.Module, env: DistEnv) -> torch.nn.Module:
+    """The model as it trains: `trainer.strategy` (DDP or FSDP2), activation checkpointing and
+    torch.compile applied (`tsforge.train.parallel`). Build the optimizer after this."""
+    return parallelize(
+        net, env, strategy=trainer.strategy, compile=trainer.compile,
+        activation_checkpointing=trainer.activation_checkpointing,
+    )  # fmt: skip
 
 
 def loop_settings(

@@ -84,8 +84,13 @@ def read_env() -> dict[str, int | str]:
     return {"rank": 0, "local_rank": 0, "world_size": 1, "master_addr": "", "master_port": 0}
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistEnv:
-    """Join the process group the environment describes; returns this process's place in it."""
+def init_distributed(
+    device: str = "auto", timeout_s: float = 600.0, *, group_of_one: bool = False
+) -> DistEnv:
+    """Join the process group the environment describes; returns this process's place in it.
+
+    `group_of_one`: a single process still gets a process group (of size 1), for what needs
+    one whatever the world size (FSDP2's device mesh, `tsforge.train.parallel`)."""
     env = read_env()
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda:
@@ -93,9 +98,15 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistEnv:
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")
-    if env["world_size"] == 1:
-        return DistEnv(0, 0, 1, dev, None)
     backend = "nccl" if use_cuda else "gloo"
+    if env["world_size"] == 1:
+        if not group_of_one:
+            return DistEnv(0, 0, 1, dev, None)
+        # An in-memory store: no port to pick, nothing another process could join.
+        dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
+                                timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=dev if use_cuda else None)  # fmt: skip
+        return DistEnv(0, 0, 1, dev, backend)
     os.environ.setdefault("MASTER_ADDR", str(env["master_addr"]))
     os.environ.setdefault("MASTER_PORT", str(env["master_port"]))
     dist.init_process_group(

@@ -4,7 +4,8 @@
 (fetch a batch, forward, loss, backward, optimizer step every `accumulate_steps` batches),
 with logging, validation, checkpoints and the stop signal checked in between; at the end the
 test split is evaluated with the best weights. Everything rank-dependent goes through the
-logger (a null object off the main rank) and `CheckpointManager.save` (main rank only).
+logger (a null object off the main rank) and `CheckpointManager.save` (main rank only; a
+sharded model, `trainer.strategy=fsdp`, saves through `save_sharded`, every rank its shards).
 
 A hyper-parameter search (`tsforge tune`) that finds a run hopeless writes `RUN_DIR/prune`;
 the loop looks for it at each log step and validation, checkpoints and returns `PRUNED`.
@@ -34,7 +35,13 @@ import torch
 
 from tsforge.train import stop
 from tsforge.train.by_source import SourceLosses
-from tsforge.train.checkpoint import CheckpointManager, rng_state, set_rng_state, unwrap
+from tsforge.train.checkpoint import (
+    CheckpointManager,
+    load_sharded,
+    rng_state,
+    set_rng_state,
+    unwrap,
+)
 from tsforge.train.distributed import (
     DistEnv,
     any_rank,
@@ -46,6 +53,7 @@ from tsforge.train.distributed import (
 from tsforge.train.evaluate import Evaluator
 from tsforge.train.flops import ModelFlops
 from tsforge.train.logger import NullLogger
+from tsforge.train.parallel import is_sharded, no_sync, sync_buffers
 from tsforge.train.perf import StepTimer
 from tsforge.train.precision import forecast
 
@@ -67,15 +75,22 @@ class LoopSettings:
     autocast_dtype: torch.dtype | None = None  # bf16 on GPU
 
 
-def load_optimizer(optimizer, scheduler, optimizer_state: dict, scheduler_state: dict) -> None:
+def load_optimizer(
+    optimizer, scheduler, optimizer_state: dict | None, scheduler_state: dict,
+    *, load: Callable[[], None] | None = None,
+) -> None:  # fmt: skip
     """Moments and step count from a checkpoint; settings and schedule from the config.
 
     `optimizer.load_state_dict` alone would bring back the old lr, weight decay and betas,
     and the scheduler's state its old base lr: the groups take the settings they were built
     with back, and the lr is set for the step the run is at, on the schedule built now.
+    `load`: what loads the optimizer's state instead of `optimizer_state` (a sharded step).
     """
     configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    optimizer.load_state_dict(optimizer_state)
+    if load is not None:
+        load()
+    else:
+        optimizer.load_state_dict(optimizer_state)
     for group, settings in zip(optimizer.param_groups, configured):
         group.update(settings)
     scheduler.load_state_dict(scheduler_state)
@@ -117,6 +132,7 @@ class Trainer:
         self.describe = describe
         self.prune_request = prune_request
         self.flops = flops
+        self.sharded = is_sharded(model)  # FSDP2: sharded checkpoints (DCP)
         self.step = 0
         self.best: float = math.inf
         self.best_step: int | None = None  # the step of `best`
@@ -129,7 +145,9 @@ class Trainer:
     # -- the run ------------------------------------------------------------------------
     def train(self) -> str:
         with stop.handled():
-            return self._train()
+            ended = self._train()
+        self.checkpoints.wait(self.env)  # an asynchronous save is in place before the end
+        return ended
 
     def stop_requested(self) -> bool:
         """Has any rank received a stop signal? (collective: every rank calls it)"""
@@ -229,12 +247,12 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if grad_norm is not None and hasattr(grad_norm, "full_tensor"):  # sharded: a DTensor
+            grad_norm = grad_norm.full_tensor()
         return grad_norm
 
     def _no_sync(self, skip: bool):
-        if skip and hasattr(self.model, "no_sync"):
-            return self.model.no_sync()
-        return contextlib.nullcontext()
+        return no_sync(self.model) if skip else contextlib.nullcontext()
 
     def _agree(self, flag: bool) -> bool:
         """True on every rank if it is true on any (stop signals, time-based checkpoints)."""
@@ -274,6 +292,8 @@ class Trainer:
         return out
 
     def _validate(self) -> bool:
+        if self.sharded:
+            sync_buffers(self.model, self.env)
         metrics = self.evaluator.evaluate(self.model, "val", step=self.step, logger=self.logger)
         self.model.train()
         self.logger.scalars(self.step, {f"val/{k}": v for k, v in metrics.items()})
@@ -290,10 +310,14 @@ class Trainer:
         return patience > 0 and self.evals_without_improvement >= patience
 
     def state_dict(self) -> dict[str, Any]:
+        """All a checkpoint holds; without model and optimizer when sharded (`save` writes
+        them through DCP beside it)."""
+        weights = {} if self.sharded else {
+            "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+        }  # fmt: skip
         return {
             **self.describe,
-            "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **weights,
             "scheduler": self.scheduler.state_dict(),
             "loader": self.train_loader.state_dict(),
             "rng": self._rng_states(),
@@ -303,8 +327,13 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        unwrap(self.model).load_state_dict(ckpt["model"])
-        load_optimizer(self.optimizer, self.scheduler, ckpt["optimizer"], ckpt["scheduler"])
+        if ckpt.get("sharded"):  # any world size: DCP reshards
+            load_optimizer(self.optimizer, self.scheduler, None, ckpt["scheduler"],
+                           load=lambda: load_sharded(ckpt["path"], self.model, self.optimizer)
+                           )  # fmt: skip
+        else:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+            load_optimizer(self.optimizer, self.scheduler, ckpt["optimizer"], ckpt["scheduler"])
         self.train_loader.load_state_dict(ckpt["loader"])
         states = ckpt["rng"]
         # Each rank continues its own streams; with another world size, rank r takes r mod n.
@@ -320,6 +349,13 @@ class Trainer:
 
     def save(self, *, is_best: bool = False) -> None:
         state = self.state_dict()  # collective: every rank takes part
+        if self.sharded:
+            sync_buffers(self.model, self.env)
+            self.checkpoints.save_sharded(state, self.step, model=self.model,
+                                          optimizer=self.optimizer, env=self.env,
+                                          is_best=is_best)  # fmt: skip
+            return
         if self.env.is_main:
             self.checkpoints.save(state, self.step, is_best=is_best)
         barrier(self.env)
+

@@ -28,9 +28,7 @@ from tsforge.train.checkpoint import (
     CheckpointManager,
     WeightsMismatch,
     init_checkpoint,
-    load_checkpoint,
     load_model_weights,
-    load_weights,
     shape_text,
 )
 from tsforge.train.distributed import cleanup_distributed, finish_together, init_distributed
@@ -52,7 +50,8 @@ from tsforge.train.rundir import (
 
 def run_rank(cfg: DictConfig, run_dir: Path, *, locked: bool = False) -> int:
     """`locked`: the launcher already holds the run directory's lock for this process."""
-    env = init_distributed(cfg.trainer.device, cfg.trainer.dist_timeout_s)
+    env = init_distributed(cfg.trainer.device, cfg.trainer.dist_timeout_s,
+                           group_of_one=cfg.trainer.strategy == "fsdp")
     try:
         own_lock = env.is_main and not locked
         if own_lock:
@@ -78,7 +77,9 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     torch.set_num_threads(threads)
     builders.seed_everything(cfg.trainer.seed, env.rank)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = CheckpointManager(run_dir, keep_last=cfg.trainer.keep_last)
+    # Sharded saves write from a thread on GPUs (tsforge.train.checkpoint says why not on CPUs)
+    checkpoints = CheckpointManager(run_dir, keep_last=cfg.trainer.keep_last,
+                                    async_save=env.device.type == "cuda")  # fmt: skip
     if env.is_main:  # the lock is held: no other launch is writing these
         remove_temporaries(run_dir)
         checkpoints.remove_temporaries()
@@ -102,8 +103,8 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
                   flush=True)  # fmt: skip
     elif cfg.trainer.init_from:  # into the plain module, before any wrapper shards or copies it
         init = _init_from(model, str(cfg.trainer.init_from), str(cfg.model.name))
-    optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, model)
-    ddp_model = builders.wrap_ddp(model, env, compile=cfg.trainer.compile)
+    net = builders.parallel(cfg.trainer, model, env)  # `model` itself, sharded, under fsdp
+    optimizer, scheduler = builders.optimizer(cfg.optim, cfg.trainer, net)
     validate = "val" in loaders
     if env.is_main:
         _announce(cfg, run_dir, env, loaders, ckpt, note, changed, validate, model, flops)
@@ -118,7 +119,7 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     evaluator = builders.evaluator(cfg, loaders, loss, env)
     logger = make_logger(run_dir, env.is_main, evaluator.metric_names() if validate else ())
     trainer = Trainer(
-        model=ddp_model, loss=loss, optimizer=optimizer, scheduler=scheduler,
+        model=net, loss=loss, optimizer=optimizer, scheduler=scheduler,
         train_loader=loaders["train"], evaluator=evaluator, env=env,
         settings=builders.loop_settings(cfg.trainer, cfg.optim, env, validate=validate),
         checkpoints=checkpoints, logger=logger, describe=describe,
@@ -197,7 +198,7 @@ def _init_from(model: torch.nn.Module, source: str, model_name: str) -> dict:
     a UserError naming the first parameter whose shape differs."""
     path = init_checkpoint(source).resolve()
     try:
-        info = load_model_weights(model, path, model_name=model_name)
+        info = load_model_weights(path, model, model_name=model_name)
     except WeightsMismatch as err:
         raise UserError(
             f"trainer.init_from={source}: parameter {err.key} is {shape_text(err.saved)} in "
@@ -250,8 +251,8 @@ def _load_state(trainer: Trainer, ckpt: dict, checkpoints: CheckpointManager) ->
 def _final_metrics(trainer, evaluator, model, checkpoints, store, env) -> dict:
     """Test metrics of the best checkpoint (else the last weights), with the baseline."""
     best = checkpoints.best()
-    if best is not None:
-        load_weights(model, load_checkpoint(best, fingerprint=store.fingerprint), best)
+    if best is not None:  # every rank: a sharded model loads its shards together
+        load_model_weights(best, model, fingerprint=store.fingerprint)
     test = evaluator.evaluate(model, "test", with_baseline=True) if "test" in evaluator.loaders \
         else {}
     baselines = {"seasonal_naive": "naive/", "naive1": "naive1/"}

@@ -43,11 +43,13 @@ if TYPE_CHECKING:
 # counts too): a folder with other files and none of these is the user's, not a run.
 RUN_FILES = ("config.yaml", "meta.json", "metrics.jsonl", "checkpoints", "slurm/jobs.json", ".lock")
 TEMPORARY = ".*.tmp-*"  # write_atomic's temporary files
-STEP_FILE = re.compile(r"step_(\d{8})\.pt$")  # RUN_DIR/checkpoints/step_00000500.pt
+# RUN_DIR/checkpoints/step_00000500.pt, or step_00000500/ for a sharded run's
+STEP_FILE = re.compile(r"step_(\d{8})(?:\.pt)?$")
 
 
 def step_files(run_dir: Path) -> list[Path]:
-    """The run's step checkpoints, oldest first (their contents are `checkpoint`'s business)."""
+    """The run's step checkpoints (files, or folders of sharded ones), oldest first (their
+    contents are `checkpoint`'s business)."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
