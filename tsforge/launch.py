@@ -98,6 +98,7 @@ def _check_single_run(overrides: list[str], cfg) -> None:
     from omegaconf import OmegaConf
 
     from tsforge.config.checks import run_dir_of
+    from tsforge.train.checkpoint import init_checkpoint
     from tsforge.train.resume import config_changes
     from tsforge.train.rundir import check_run_dir, read_config
 
@@ -108,6 +109,8 @@ def _check_single_run(overrides: list[str], cfg) -> None:
             and any((run_dir / "checkpoints").iterdir()):  # fmt: skip
         new = OmegaConf.to_container(cfg, resolve=True)
         config_changes(OmegaConf.to_container(read_config(saved), resolve=True), new, run_dir)
+    elif cfg.trainer.init_from:  # a new run: its weights must be there (a resume ignores them)
+        init_checkpoint(cfg.trainer.init_from)
 
 
 def _hydra_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

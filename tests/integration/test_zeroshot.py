@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -238,7 +239,8 @@ def model_state(path: Path) -> dict[str, torch.Tensor]:
 
 def test_init_from_starts_from_the_weights_exactly_and_a_resume_ignores_it(ws):
     root, env = ws
-    source = root / "run" / "checkpoints" / "best.pt"
+    source = root / "init_source.pt"  # a copy: deleted below, after the first start
+    shutil.copyfile(root / "run" / "checkpoints" / "best.pt", source)
     ft = root / "finetuned"
     common = ["data=store", f"data.path={root / 'b.zarr'}", *TINY, "loss.name=quantile",
               "optim.lr=0", f"trainer.init_from={source}", f"hydra.run.dir={ft}"]  # fmt: skip
@@ -253,6 +255,7 @@ def test_init_from_starts_from_the_weights_exactly_and_a_resume_ignores_it(ws):
     assert meta["init_from"] == {"path": str(source.resolve()), "step": 6,
                                  "fingerprint": a_fingerprint}  # fmt: skip
 
+    source.unlink()  # a resume needs its own checkpoint only, not the weights it started from
     again = launch(env, *common, "trainer.max_steps=2", "trainer.val_every_steps=0")
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("is ignored: the run resumes from its own checkpoint") == 1

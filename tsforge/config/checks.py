@@ -167,10 +167,6 @@ def check_values(cfg: DictConfig) -> None:
     if cfg.data.name == "mixture":
         _check_sources(cfg.data)
     _check_device(str(cfg.trainer.device))
-    init_from = cfg.trainer.init_from
-    if init_from and not Path(init_from).expanduser().exists():  # its checkpoint: at the start
-        raise UserError(f"trainer.init_from={init_from}: no such run directory or checkpoint "
-                        "file")  # fmt: skip
 
 
 def _check_sources(data: DictConfig) -> None:
