@@ -104,7 +104,7 @@ def parallelize(
             raise UserError(
                 f"trainer.activation_checkpointing=true: {type(model).__name__} has no blocks "
                 "to checkpoint (no `blocks` attribute); use a model with blocks (nhits, nbeats, "
-                "patchtst), or set it false"
+                "patchtst, patch_decoder), or set it false"
             )
         _checkpoint_blocks(blocks)
     if strategy == "fsdp":
