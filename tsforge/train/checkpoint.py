@@ -149,8 +149,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         try:
             os.link(src, tmp)
         except OSError:  # a filesystem without hard links
-            import shutil
-
             shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
     finally:
