@@ -74,6 +74,21 @@ def test_kernelsynth_series_are_a_function_of_their_seed():
     assert not np.array_equal(kernelsynth.sample([[1, 0, 0, 0, 0]], 120)[0], a[0])
 
 
+def test_kernelsynth_draws_on_one_blas_thread(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    cholesky = np.linalg.cholesky
+
+    def spy(K):
+        seen.extend(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+        return cholesky(K)
+
+    monkeypatch.setattr(np.linalg, "cholesky", spy)
+    kernelsynth.sample([[0, i] for i in range(3)], 64)
+    assert seen and set(seen) == {1}  # ranks and workers give the parallelism, not BLAS
+
+
 def test_kernelsynth_covariance_matches_the_dense_kernels():
     x = np.arange(50) / kernelsynth.REFERENCE_LENGTH
     d = np.abs(x[:, None] - x[None, :])

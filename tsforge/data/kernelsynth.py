@@ -30,6 +30,7 @@ it, and nothing is written to disk. Measured cost: see `python -m tsforge.data.k
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -135,12 +136,26 @@ def series(seed: np.random.SeedSequence, length: int) -> np.ndarray:
 
 def sample(seeds: list, length: int) -> np.ndarray:
     """[B, length] float32: one series per entry of `seeds` (each a SeedSequence or a list of
-    non-negative ints)."""
+    non-negative ints).
+
+    numpy's BLAS runs on one thread here, whatever it would take by default (every core): a
+    window's matrices are small, the parallelism is across ranks and loader workers, and
+    several processes each running a BLAS thread per core made a 2-rank run on 2 cores 20x
+    slower (52 ms a window at 384 points instead of 2.7)."""
     out = np.empty((len(seeds), length), np.float32)
-    for i, s in enumerate(seeds):
-        ss = s if isinstance(s, np.random.SeedSequence) else np.random.SeedSequence(s)
-        out[i] = series(ss, length)
+    with _blas().limit(limits=1, user_api="blas"):
+        for i, s in enumerate(seeds):
+            ss = s if isinstance(s, np.random.SeedSequence) else np.random.SeedSequence(s)
+            out[i] = series(ss, length)
     return out
+
+
+@functools.cache
+def _blas():
+    """This process's BLAS libraries (threadpoolctl), found once."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _timing() -> None:
