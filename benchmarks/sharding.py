@@ -8,7 +8,9 @@
 
 For each model size (`model=patch_decoder`, `_small`, `_base`, `_large`: ~1M, 10M, 100M, 1B
 parameters) three runs, each a fresh `python -m tsforge.launch` on the built-in synthetic
-dataset (input_size `--input-size`, horizon 24, validation off, `trainer.threads=1`) at the
+dataset (input_size `--input-size`, horizon 24, `data.split=holdout:24`: the last 24 steps
+of each series held out and no test split, so no test evaluation at the end; validation off,
+`trainer.threads=1`) at the
 same global batch: 1 rank (one plain process: the baseline), 2 ranks with
 `trainer.strategy=ddp` and 2 ranks with `trainer.strategy=fsdp` (local processes over gloo,
 each taking half of every global batch); their order rotates from round to round so that
@@ -30,8 +32,10 @@ Measured per run:
 A run is not started when its estimated memory (`estimate_gb`: fp32 weights, gradients and
 AdamW's two moments, DDP's gradient buckets, FSDP2's shards and one gathered block, 0.6 GB of
 torch per process) is above `--mem-limit-gb` or above what the machine has available less
-3 GB for its other users; it is recorded as skipped with that arithmetic. A run that lasts
-longer than `--max-run-s` is stopped (SIGKILL to its process group) and recorded as skipped.
+3 GB for its other users; it is recorded as skipped with that arithmetic. The 1-rank baseline
+of a size runs only when one of its 2-rank runs fits (alone it compares with nothing). A run
+that lasts longer than `--max-run-s` is stopped (SIGKILL to its process group) and recorded
+as skipped.
 
 Summary per size: 2-rank speed-up (2-rank windows/s / 1-rank windows/s, median of rounds)
 for each strategy, the FSDP2/DDP ratio of peak RSS per rank. Targets (ISSUE 13): speed-up
@@ -61,7 +65,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = {"tiny": "patch_decoder", "small": "patch_decoder_small",
           "base": "patch_decoder_base", "large": "patch_decoder_large"}  # fmt: skip
 # global batch, steps, warmup steps per size: a base run ~2 min on 1 thread a rank
-BUDGET = {"tiny": (1024, 60, 20), "small": (256, 40, 10), "base": (32, 30, 10),
+BUDGET = {"tiny": (1024, 30, 10), "small": (128, 25, 5), "base": (32, 25, 5),
           "large": (4, 8, 3)}  # fmt: skip
 RUNS = (("ddp", 1), ("ddp", 2), ("fsdp", 2))
 TARGET_SPEEDUP = 1.8
@@ -145,7 +149,7 @@ def measure(size: str, strategy: str, ranks: int, batch: int, steps: int, warmup
     cmd = [sys.executable, "-m", "tsforge.launch", f"model={MODELS[size]}",
            f"trainer.strategy={strategy}", f"launcher.nprocs={ranks}", "trainer.threads=1",
            f"trainer.max_steps={steps}", f"data.batch_size={batch}",
-           f"data.input_size={input_size}", "trainer.log_every_steps=1",
+           f"data.input_size={input_size}", "data.split=holdout:24", "trainer.log_every_steps=1",
            "trainer.val_every_steps=0", "trainer.checkpoint_every_steps=1000000",
            "trainer.checkpoint_every_min=100000", f"hydra.run.dir={run_dir}"]  # fmt: skip
     log = run_dir.with_suffix(".log")
@@ -383,6 +387,15 @@ def main(argv: list[str] | None = None) -> int:
                     est = estimate_gb(size, strategy, ranks)
                     free = mem_available_gb()
                     room = min(args.mem_limit_gb, free - 3 if free else args.mem_limit_gb)
+                    two = min(estimate_gb(size, k, r)["gb"] for k, r in RUNS if r > 1)
+                    if ranks == 1 and two > room and est["gb"] <= room:
+                        if pair == 0:
+                            why = (f"no 2-rank run of {size} fits (the smaller estimated at "
+                                   f"{two} GB > {room:.1f} GB): nothing to compare with")
+                            skipped.append({"size": size, "strategy": strategy, "ranks": ranks,
+                                            "estimate_gb": est["gb"], "why": why})  # fmt: skip
+                            print(f"skipped {size} {strategy} x{ranks}: {why}", flush=True)
+                        continue
                     if est["gb"] > room:
                         why = (f"estimated {est['gb']} GB ({est['how']}) > {room:.1f} GB "
                                f"(--mem-limit-gb {args.mem_limit_gb}, available "
