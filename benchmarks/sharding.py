@@ -303,7 +303,7 @@ def plot(data: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = list(data["summary"])
+    sizes = [s for s, row in data["summary"].items() if row["runs"]]  # skipped sizes: a note
     kinds = [f"{s}{r}" for s, r in RUNS]
     labels = {"ddp1": "1 rank", "ddp2": "DDP, 2 ranks", "fsdp2": "FSDP2, 2 ranks"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -320,6 +320,9 @@ def plot(data: dict, path: Path) -> Path:
         ax.set_title(title)
     axes[0].legend(fontsize=8)
     fig.suptitle("PatchDecoder on CPU, gloo, 1 thread per rank (median of rounds)")
+    unrun = sorted({x["size"] for x in data.get("skipped", [])} - set(sizes))
+    if unrun:
+        fig.text(0.01, 0.01, f"not run: {', '.join(unrun)} (see the JSON's skipped)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
