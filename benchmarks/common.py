@@ -4,6 +4,8 @@ Imported by the scripts beside it (`python benchmarks/<name>.py` puts this folde
 sys.path):
 
     from common import result_path, write_json, machine, run_timed
+    records = read_records(run_dir); first, last, between = timed_window(records, warmup)
+    cpu_s = tree_cpu_seconds(pid)                          # a process and its descendants
     path = result_path("loader", args.json, args.quick)   # --json, else results/ or out/
     write_json(path, figures)
     add_pair_options(parser, "tsforge, bare"); ...; check_pair_options(parser, args)
@@ -83,3 +85,32 @@ def run_timed(cmd: list[str], log: Path, cwd: Path = REPO) -> tuple[int, float, 
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     return os.waitstatus_to_exitcode(status), wall, usage.ru_utime + usage.ru_stime
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and all its living descendants (Linux /proc)."""
+    tick, total, todo, seen = os.sysconf("SC_CLK_TCK"), 0, [pid], False
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            seen = True
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    return total / tick if seen else None
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def timed_window(records: list[dict], warmup: int) -> tuple[dict, dict, list[dict]]:
+    """(record at the first step >= warmup, last train record, the records in between)."""
+    train = [r for r in records if "train/loss" in r]
+    first = next(r for r in train if r["step"] >= warmup)
+    last = train[-1]
+    return first, last, [r for r in train if first["step"] < r["step"] <= last["step"]]

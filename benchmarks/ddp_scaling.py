@@ -34,7 +34,6 @@ this process's children.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -43,40 +42,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import add_pair_options, check_pair_options, machine, result_path, write_json
+from common import (
+    add_pair_options,
+    check_pair_options,
+    machine,
+    read_records,
+    result_path,
+    timed_window,
+    tree_cpu_seconds,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "bench_nhits_etth1"
 TARGET_SPEEDUP = 1.8  # DESIGN.md: 2 ranks x 1 thread vs 1 rank x 1 thread
-
-
-def tree_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process and all its living descendants (Linux /proc)."""
-    tick, total, todo, seen = os.sysconf("SC_CLK_TCK"), 0, [pid], False
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-            seen = True
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, IndexError, ValueError):
-            continue  # exited meanwhile
-    return total / tick if seen else None
-
-
-def read_records(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def timed_window(records: list[dict], warmup: int) -> tuple[dict, dict, list[dict]]:
-    """(record at the first step >= warmup, last train record, the records in between)."""
-    train = [r for r in records if "train/loss" in r]
-    first = next(r for r in train if r["step"] >= warmup)
-    last = train[-1]
-    return first, last, [r for r in train if first["step"] < r["step"] <= last["step"]]
 
 
 def measure_local(ranks: int, steps: int, warmup: int, batch: int, workdir: Path) -> dict:
