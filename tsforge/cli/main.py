@@ -21,6 +21,7 @@ input) becomes one line naming its path and exit code 1; nothing else is caught 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from tsforge import __version__
@@ -46,7 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_a_stray_future(record: logging.LogRecord) -> bool:
+    """asyncio's "Future exception was never retrieved" records are dropped: zarr writes a
+    store's chunks from several futures at once, and when the disk fills, the first failure is
+    the one line below while the others, never awaited, would print their tracebacks as they
+    are collected. asyncio's other messages pass."""
+    return "exception was never retrieved" not in str(record.msg)
+
+
 def main(argv: list[str] | None = None) -> int:
+    asyncio_log = logging.getLogger("asyncio")
+    if _not_a_stray_future not in asyncio_log.filters:
+        asyncio_log.addFilter(_not_a_stray_future)
     try:
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
