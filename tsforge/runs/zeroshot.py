@@ -89,6 +89,9 @@ def protocol(
         if not path.exists():
             raise UserError(f"--data {target}: no such store; make one with tsforge data "
                             "ingest, or give a registry name (tsforge data list)")  # fmt: skip
+        from tsforge.data.store import open_store
+
+        open_store(path)  # a folder that is no store is refused as such, before its season
         season = season or _store_season(path)
         if season is None:
             raise UserError(
