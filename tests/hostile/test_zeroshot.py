@@ -61,7 +61,7 @@ CASES = [
     Case("horizon-the-model-cannot-take", [*ZS, "store.zarr", "--horizon", "24", "--season",
          "24"], 2, r"model nhits was trained for horizon 12; --horizon must be 12 \(a model "
          r"that rolls out to any horizon, such as patch_decoder, takes any\)"),
-    Case("a-folder-that-is-no-store", [*ZS, "empty", "--horizon", "12", "--season", "24"], 2,
+    Case("a-folder-that-is-no-store", [*ZS, "empty", "--horizon", "12"], 2,
          r"empty is not a tsforge store \(no zarr\.json in it\)", prepare=empty_run),
     Case("store-without-season", [*ZS, "store.zarr", "--horizon", "12"], 2,
          r"the store records no season: pass --season M"),
