@@ -28,7 +28,11 @@ from tsforge.train import CHECKPOINTS, builders
 from tsforge.train.checkpoint import (
     CheckpointManager,
     WeightsMismatch,
+    apply_weights,
+    check_shapes,
+    load_checkpoint,
     load_model_weights,
+    saved_shapes,
     shape_text,
 )
 from tsforge.train.distributed import DistEnv
@@ -137,8 +141,9 @@ def load_run_on(
 
 
 def _fitting_model(cfg: DictConfig, store: Store, loss, path: Path, trained_horizon: int):
-    """(model, checkpoint info): the model built for `store` that the weights fit, reading
-    the store's covariates if the checkpoint's model did, else none of them."""
+    """(model, checkpoint): the model built for `store` that the weights fit, reading the
+    store's covariates if the checkpoint's model did, else none of them. The checkpoint is
+    read once; the candidates are tried on its shapes, and only the one that fits is loaded."""
     from tsforge.models import MODELS
 
     name = str(cfg.model.name)
@@ -146,20 +151,24 @@ def _fitting_model(cfg: DictConfig, store: Store, loss, path: Path, trained_hori
     has_covariates = bool(roles.hist_exog or roles.futr_exog or roles.static)
     uses_exog = MODELS[name].supports_exog
     choices = (True, False) if uses_exog and has_covariates else (False,)
+    ckpt = load_checkpoint(path, model_name=name)
+    saved = saved_shapes(ckpt, path)
 
     def fit(data: DictConfig):
         first = None
         for covariates in choices:
             model = builders.model(cfg.model, data, store, loss, covariates=covariates)
             try:
-                return model, load_model_weights(path, model, model_name=name)
+                check_shapes(path, saved, model)
+                return model, None
             except WeightsMismatch as err:
                 first = first or err
         return None, first
 
     model, info = fit(cfg.data)
     if model is not None:
-        return model, info
+        apply_weights(ckpt, path, model)
+        return model, ckpt
     if trained_horizon != cfg.data.horizon:
         at_trained = cfg.data.copy()
         at_trained.horizon = trained_horizon

@@ -443,9 +443,16 @@ def load_model_weights(
             raise UserError(f"run {path} has no checkpoint: train it first")
         path = found
     ckpt = load_checkpoint(path, fingerprint=fingerprint, model_name=model_name)
+    check_shapes(path, saved_shapes(ckpt, path), model)
+    apply_weights(ckpt, path, model)
+    return ckpt
+
+
+def apply_weights(ckpt: dict[str, Any], path: Path, model: torch.nn.Module) -> None:
+    """The model weights of `ckpt` (read by `load_checkpoint` from `path`) into `model`: a file's
+    whole, or a sharded step's read through DCP; shapes checked first (`check_shapes`)."""
     from tsforge.train.parallel import is_sharded
 
-    _check_shapes(path, _saved_shapes(ckpt, path), unwrap(model).state_dict())
     if not ckpt.get("sharded"):
         if is_sharded(model):
             from torch.distributed.checkpoint.state_dict import (
@@ -466,10 +473,9 @@ def load_model_weights(
         state = plain.state_dict()
         _dcp_load({"model": state}, path, dcp.load, no_dist=True)
         plain.load_state_dict(state)
-    return ckpt
 
 
-def _saved_shapes(ckpt: dict[str, Any], path: Path) -> dict[str, tuple[int, ...]]:
+def saved_shapes(ckpt: dict[str, Any], path: Path) -> dict[str, tuple[int, ...]]:
     """The shape of every model tensor a checkpoint holds: from the file's tensors, or from a
     sharded step's DCP metadata (global shapes, whatever the world size that wrote it)."""
     if ckpt.get("sharded"):
@@ -488,9 +494,10 @@ def _saved_shapes(ckpt: dict[str, Any], path: Path) -> dict[str, tuple[int, ...]
     return {k: tuple(v.shape) for k, v in state.items() if torch.is_tensor(v)}
 
 
-def _check_shapes(path: Path, saved: dict[str, tuple], built: dict[str, Any]) -> None:
+def check_shapes(path: Path, saved: dict[str, tuple], model: torch.nn.Module) -> None:
     """A `WeightsMismatch` naming the first parameter (in the model's order) whose shape
-    differs or that one side lacks, before anything is copied."""
+    differs from `saved` (`saved_shapes`) or that one side lacks, before anything is copied."""
+    built = unwrap(model).state_dict()
     for key in [*built, *(k for k in saved if k not in built)]:
         built_shape = tuple(built[key].shape) if key in built else None
         if saved.get(key) != built_shape:
