@@ -61,6 +61,8 @@ CASES = [
     Case("horizon-the-model-cannot-take", [*ZS, "store.zarr", "--horizon", "24", "--season",
          "24"], 2, r"model nhits was trained for horizon 12; --horizon must be 12 \(a model "
          r"that rolls out to any horizon, such as patch_decoder, takes any\)"),
+    Case("suite-of-no-run", ["evaluate", "gone", "--suite"], 2,
+         r"^tsforge: error: run directory gone does not exist: train it first[^;]*$"),
     Case("a-folder-that-is-no-store", [*ZS, "empty", "--horizon", "12"], 2,
          r"empty is not a tsforge store \(no zarr\.json in it\)", prepare=empty_run),
     Case("store-without-season", [*ZS, "store.zarr", "--horizon", "12"], 2,

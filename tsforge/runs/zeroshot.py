@@ -170,6 +170,9 @@ def evaluate_suite(run_dir: str, *, checkpoint: str = "best", suite=SUITE) -> di
     """Every dataset of `suite` scored zero-shot (`evaluate_zero_shot`), a dataset whose
     files are missing (or that the model cannot take) reported as skipped with the reason;
     per dataset MASE and CRPS relative to the seasonal naive, and their geometric means."""
+    from tsforge.runs.load import saved_run
+
+    saved_run(run_dir, checkpoint)  # no run or no checkpoint: one error, not one per dataset
     rows: list[dict[str, Any]] = []
     for name, horizon in suite:
         missing = _missing_files(name)
