@@ -35,7 +35,8 @@ the zero-shot suite's datasets, scored on the suite along their pretraining.
    tsforge MASE over its own seasonal naive's MASE, M4's definition: a MASE ratio).
 
 Writes results/pretrain.json, results/pretrain.md and results/pretrain_curve.png (beside
-`--json` when given); runs go to `--work` (default benchmarks/out/pretrain). A finished step
+`--json` when given), keeping the figures of other models already there with their own
+command; runs go to `--work` (default benchmarks/out/pretrain). A finished step
 (ingest, calibration, training, an evaluation) is not run again: delete its folder to redo it.
 """
 
@@ -356,10 +357,24 @@ def plot(result: dict, out: Path) -> Path:
     return out
 
 
+def kept_models(json_path: Path, figures: dict) -> dict:
+    """The figures of other models already in the JSON (an earlier command's), kept beside
+    this command's."""
+    try:
+        old = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    kept = {k: v for k, v in old.get("models", {}).items() if k not in figures}
+    for f in kept.values():
+        f.setdefault("command", old.get("command"))
+    return kept
+
+
 def report(result: dict, json_path: Path) -> None:
     text = table(result)
+    commands = dict.fromkeys(f.get("command", result["command"]) for f in result["models"].values())
     md = json_path.with_suffix(".md")
-    md.write_text(text + "\n\nCommand: `" + result["command"] + "`\n")
+    md.write_text(text + "\n\n" + "\n".join(f"Command: `{c}`" for c in commands) + "\n")
     print(text)
     print(f"wrote {md}")
     print(f"wrote {plot(result, json_path.with_name(json_path.stem + '_curve.png'))}")
@@ -406,6 +421,9 @@ def main() -> int:
     command = ("TSFORGE_DATA_DIR=... python benchmarks/pretrain.py "
                f"--models {','.join(models)} --cpu-minutes {args.cpu_minutes:g} "
                f"--nprocs {args.nprocs}")  # fmt: skip
+    for f in figures.values():
+        f["command"] = command
+    figures = {**kept_models(json_path, figures), **figures}
     result = {
         "command": command, "machine": machine(), "minutes": (time.time() - start) / 60,
         "mixture": {"weights": WEIGHTS, "beijing_channels": list(CHANNELS),
