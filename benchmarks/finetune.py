@@ -4,21 +4,21 @@ scored beside them, beside its own zero-shot score and beside the same recipe fr
 
     TSFORGE_DATA_DIR=/path/to/data python benchmarks/finetune.py      # after pretrain.py
     python benchmarks/finetune.py --pretrained RUN_DIR --tasks etth1   # another pretrained run
-    python benchmarks/finetune.py --scratch                           # + the recipe from scratch
+    python benchmarks/finetune.py --scratch etth1                 # + ETTh1's recipe from scratch
     python benchmarks/finetune.py --report                            # tables from the JSON
     python benchmarks/finetune.py --quick --pretrained RUN_DIR   # 4 steps each: does it run?
 
 - ETTh1 H=96: `experiment=etth1_patch_decoder_small_h96 trainer.init_from=RUN_DIR` (9 quantile
-  levels, 256 steps of context as in pretraining, lr 1e-4 cosine, batch 128, 380 steps,
-  validation every 95 steps, the best by validation MSE is tested). Against the best H=96 row
+  levels, 256 steps of context as in pretraining, lr 1e-4 cosine, batch 128, 760 steps,
+  validation every 190 steps, the best by validation MSE is tested). Against the best H=96 row
   of results/long_horizon.csv (its model, test MSE/MAE and training steps) and against the
   pretrained model's zero-shot ETTh1 figures from pretrain.py's suite (same test windows).
 - M4 Hourly: `python benchmarks/m4_hourly.py --experiment m4_hourly_patch_decoder_small
   trainer.init_from=RUN_DIR` (batch 256, 500 steps), scored as M4 does; against
   results/m4_hourly.csv's m4_hourly_nhits seeds (one model each; their recipe's max_steps,
   3,000, is the from-scratch step count).
-- `--scratch` also trains each recipe without `trainer.init_from`: what pretraining adds at the
-  same steps.
+- `--scratch etth1,m4` also trains those tasks' recipes without `trainer.init_from`: what
+  pretraining adds at the same steps.
 
 Steps count optimizer updates; windows per step are reported beside them (batch sizes differ).
 Training uses `--nprocs` local ranks of one thread each. Writes results/finetune.json and
@@ -103,7 +103,7 @@ def zero_shot(pretrained: Path, dataset: str) -> dict | None:
     return None
 
 
-def etth1(pretrained: Path, work: Path, args) -> dict:
+def etth1(pretrained: Path, work: Path, args, task: str = "etth1") -> dict:
     with open(RESULTS / "long_horizon.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["dataset"] == "ETTh1" and r["horizon"] == "96"]
     best = min(rows, key=lambda r: float(r["mse"]))
@@ -119,7 +119,7 @@ def etth1(pretrained: Path, work: Path, args) -> dict:
         out["zero_shot"] = {"mse": zs["test"]["mse"], "mae": zs["test"]["mae"],
                             "pretrain_step": zs["step"]}  # fmt: skip
     runs = {"finetuned": pretrained}
-    if args.scratch:
+    if task in args.scratch:
         runs["scratch_same_recipe"] = None
     for key, init in runs.items():
         r = launch(TASKS["etth1"], work / f"etth1_{key}", init, args)
@@ -131,7 +131,7 @@ def etth1(pretrained: Path, work: Path, args) -> dict:
     return out
 
 
-def m4(pretrained: Path, work: Path, args) -> dict:
+def m4(pretrained: Path, work: Path, args, task: str = "m4") -> dict:
     with open(RESULTS / "m4_hourly.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f)
                 if r["experiment"] == SCRATCH_M4 and r["seeds"] == "1"]  # fmt: skip
@@ -148,7 +148,7 @@ def m4(pretrained: Path, work: Path, args) -> dict:
                             "pretrain_step": zs["step"]}  # fmt: skip
     batch = int(experiment_value(TASKS["m4"], "data", "batch_size"))
     runs = {"finetuned": pretrained}
-    if args.scratch:
+    if task in args.scratch:
         runs["scratch_same_recipe"] = None
     for key, init in runs.items():
         root = work / f"m4_{key}"
@@ -234,8 +234,8 @@ def main() -> int:
     parser.add_argument("--pretrained", type=Path, default=OUT / "pretrain" / "small" / "run",
                         help="the pretrained run folder (pretrain.py's small model)")
     parser.add_argument("--tasks", default="etth1,m4", help="comma-separated: etth1, m4")
-    parser.add_argument("--scratch", action="store_true",
-                        help="also train each recipe from scratch")
+    parser.add_argument("--scratch", default="",
+                        help="comma-separated tasks whose recipe is also trained from scratch")
     parser.add_argument("--nprocs", type=int, default=1, help="local DDP ranks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=OUT / "finetune", help="runs go here")
@@ -252,7 +252,8 @@ def main() -> int:
         report(json.loads(json_path.read_text()), json_path)
         return 0
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
+    args.scratch = [t.strip() for t in args.scratch.split(",") if t.strip()]
+    unknown = [t for t in tasks + args.scratch if t not in TASKS]
     if unknown or not tasks or args.nprocs < 1:
         parser.error(f"--tasks from {', '.join(TASKS)}; --nprocs >= 1")
     if not os.environ.get("TSFORGE_DATA_DIR"):
@@ -267,7 +268,8 @@ def main() -> int:
     work = args.work.resolve()
     run_tasks = {"etth1": etth1, "m4": m4}
     results = {t: run_tasks[t](pretrained, work, args) for t in tasks}
-    flags = [f for f, on in (("--scratch", args.scratch), ("--quick", args.quick)) if on]
+    flags = [f"--scratch {','.join(args.scratch)}"] if args.scratch else []
+    flags += ["--quick"] if args.quick else []
     command = " ".join(["TSFORGE_DATA_DIR=... python benchmarks/finetune.py",
                         f"--tasks {','.join(tasks)} --nprocs {args.nprocs}", *flags])
     result = {"command": command, "machine": machine(), "pretrained": str(pretrained),
