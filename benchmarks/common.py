@@ -6,6 +6,7 @@ sys.path):
     from common import result_path, write_json, machine, run_timed
     records = read_records(run_dir); first, last, between = timed_window(records, warmup)
     cpu_s = tree_cpu_seconds(pid)                          # a process and its descendants
+    os.environ.update(child_env())        # children: the repository importable, 1 BLAS thread
     path = result_path("loader", args.json, args.quick)   # --json, else results/ or out/
     write_json(path, figures)
     add_pair_options(parser, "tsforge, bare"); ...; check_pair_options(parser, args)
@@ -72,6 +73,16 @@ def machine() -> dict:
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "load_avg_1_5_15": list(os.getloadavg())}  # fmt: skip
+
+
+def child_env() -> dict[str, str]:
+    """This environment with the repository on PYTHONPATH and BLAS held to one thread (the
+    ranks of a launch each get one core; threaded BLAS in each oversubscribes them)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[key] = "1"
+    return env
 
 
 def run_timed(cmd: list[str], log: Path, cwd: Path = REPO) -> tuple[int, float, float]:

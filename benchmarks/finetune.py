@@ -36,7 +36,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from common import OUT, REPO, RESULTS, machine, run_timed, write_json
+from common import OUT, REPO, RESULTS, child_env, machine, run_timed, write_json
 
 HERE = Path(__file__).resolve().parent
 TASKS = {
@@ -44,14 +44,6 @@ TASKS = {
     "m4": "m4_hourly_patch_decoder_small",
 }
 SCRATCH_M4 = "m4_hourly_nhits"
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[key] = "1"
-    return env
 
 
 def experiment_value(name: str, *keys: str):

@@ -53,7 +53,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import OUT, REPO, RESULTS, machine, run_timed, write_json
+from common import OUT, REPO, RESULTS, child_env, machine, run_timed, write_json
 
 MODELS = {"tiny": "patch_decoder", "small": "patch_decoder_small"}
 WEIGHTS = {"kernelsynth": 0.5, "beijing_pm25": 0.3, "synthetic": 0.2}
@@ -66,14 +66,6 @@ SUITE = ("ETTh1", "ETTh2", "ETTm1", "Exchange", "ILI", "M4-Hourly")
 SUITE_HORIZON = {"ETTh1": 96, "ETTh2": 96, "ETTm1": 96, "Exchange": 96, "ILI": 24,
                  "M4-Hourly": 48}  # fmt: skip
 TARGET_GEOMEAN = 0.85
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[key] = "1"
-    return env
 
 
 def run(cmd: list[str], log: Path) -> tuple[float, float]:
