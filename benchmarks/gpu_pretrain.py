@@ -40,6 +40,7 @@ from common import OUT, REPO, RESULTS, machine, read_records, run_timed, timed_w
 
 MODELS = {"tiny": "patch_decoder", "small": "patch_decoder_small", "base": "patch_decoder_base",
           "large": "patch_decoder_large"}  # fmt: skip
+BATCH = {"tiny": 1024, "small": 512, "base": 256, "large": 64}  # global batch by default
 QUANTILES = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9]"
 TARGET_MFU_BASE = 0.35
 
@@ -120,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="small,base",
                         help=f"comma-separated: {', '.join(MODELS)}")  # fmt: skip
-    parser.add_argument("--batch", default="512,256", help="global batch per size, in order")
+    parser.add_argument("--batch", default=None,
+                        help="global batch: one value or one per size, in order (default: "
+                        + ", ".join(f"{k} {v}" for k, v in BATCH.items()) + ")")  # fmt: skip
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=100, help="steps left out of the timing")
     parser.add_argument("--input-size", type=int, default=512)
@@ -142,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         args.input_size, args.compile = 256, False
     args.log_every = 1 if args.quick else 10
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    batches = [int(b) for b in args.batch.split(",")]
+    batches = ([int(b) for b in args.batch.split(",")] if args.batch
+               else [BATCH.get(s, 0) for s in sizes])  # fmt: skip
     if any(s not in MODELS for s in sizes) or len(batches) not in (1, len(sizes)):
         parser.error(f"--sizes from {', '.join(MODELS)}; --batch: one value or one per size")
     if not 0 < args.warmup < args.steps or args.warmup % args.log_every:
