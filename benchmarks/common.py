@@ -3,7 +3,7 @@
 Imported by the scripts beside it (`python benchmarks/<name>.py` puts this folder first on
 sys.path):
 
-    from common import result_path, write_json, machine, run_timed
+    from common import result_path, write_json, machine, run_timed, run_checked
     records = read_records(run_dir); first, last, between = timed_window(records, warmup)
     cpu_s = tree_cpu_seconds(pid)                          # a process and its descendants
     os.environ.update(child_env())        # children: the repository importable, 1 BLAS thread
@@ -96,6 +96,14 @@ def run_timed(cmd: list[str], log: Path, cwd: Path = REPO) -> tuple[int, float, 
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     return os.waitstatus_to_exitcode(status), wall, usage.ru_utime + usage.ru_stime
+
+
+def run_checked(cmd: list[str], log: Path) -> tuple[float, float]:
+    """`run_timed`, stopping the benchmark with the log's tail when the child fails."""
+    code, wall, cpu = run_timed(cmd, log)
+    if code != 0:
+        raise SystemExit(f"failed ({code}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
+    return wall, cpu
 
 
 def tree_cpu_seconds(pid: int) -> float | None:

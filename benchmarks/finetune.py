@@ -36,7 +36,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from common import OUT, REPO, RESULTS, child_env, machine, run_timed, write_json
+from common import OUT, REPO, RESULTS, child_env, machine, run_checked, write_json
 
 HERE = Path(__file__).resolve().parent
 TASKS = {
@@ -56,14 +56,6 @@ def experiment_value(name: str, *keys: str):
     return node
 
 
-def run(cmd: list[str], log: Path) -> float:
-    """Run a child (output in `log`); its wall seconds, or stop on failure."""
-    code, wall, _cpu = run_timed(cmd, log)
-    if code != 0:
-        raise SystemExit(f"failed ({code}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
-    return wall
-
-
 def launch(experiment: str, run_dir: Path, init_from: Path | None, args) -> dict:
     """Train `experiment` into `run_dir` (unless done); its metrics.json and wall minutes."""
     timing = run_dir.parent / f"{run_dir.name}.timing.json"
@@ -77,7 +69,7 @@ def launch(experiment: str, run_dir: Path, init_from: Path | None, args) -> dict
             cmd.append(f"trainer.init_from={init_from}")
         cmd += args.extra
         print("$", " ".join(cmd[1:]), flush=True)
-        wall = run(cmd, run_dir.parent / f"{run_dir.name}.log")
+        wall, _cpu = run_checked(cmd, run_dir.parent / f"{run_dir.name}.log")
         write_json(timing, {"wall_s": wall})
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"metrics": metrics, "wall_minutes": json.loads(timing.read_text())["wall_s"] / 60}
@@ -154,7 +146,7 @@ def m4(pretrained: Path, work: Path, args, task: str = "m4") -> dict:
             cmd += args.extra
             print("$", " ".join(cmd[1:]), flush=True)
             root.mkdir(parents=True, exist_ok=True)
-            run(cmd, work / f"m4_{key}.log")
+            run_checked(cmd, work / f"m4_{key}.log")
         rows = json.loads(result.read_text())["rows"]
         ours = next(r for r in rows if r["method"].startswith("tsforge"))
         metrics = json.loads((Path(ours["run_dir"]) / "metrics.json").read_text())

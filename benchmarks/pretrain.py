@@ -53,7 +53,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import OUT, REPO, RESULTS, child_env, machine, run_timed, write_json
+from common import OUT, REPO, RESULTS, child_env, machine, run_checked, write_json
 
 MODELS = {"tiny": "patch_decoder", "small": "patch_decoder_small"}
 WEIGHTS = {"kernelsynth": 0.5, "beijing_pm25": 0.3, "synthetic": 0.2}
@@ -66,14 +66,6 @@ SUITE = ("ETTh1", "ETTh2", "ETTm1", "Exchange", "ILI", "M4-Hourly")
 SUITE_HORIZON = {"ETTh1": 96, "ETTh2": 96, "ETTm1": 96, "Exchange": 96, "ILI": 24,
                  "M4-Hourly": 48}  # fmt: skip
 TARGET_GEOMEAN = 0.85
-
-
-def run(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Run a child (output in `log`); (wall s, CPU s), or stop on failure."""
-    code, wall, cpu = run_timed(cmd, log)
-    if code != 0:
-        raise SystemExit(f"failed ({code}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
-    return wall, cpu
 
 
 def beijing_store(data_dir: Path, work: Path) -> Path:
@@ -97,7 +89,7 @@ def beijing_store(data_dir: Path, work: Path) -> Path:
     cmd = [sys.executable, "-m", "tsforge", "data", "ingest", str(csv_path), "--out", str(store),
            "--format", "wide", "--time-col", "date", "--on-nan", "keep", "--split", "none",
            "--series-id", "beijing_pm25", "--overwrite"]  # fmt: skip
-    run(cmd, work / "ingest.log")
+    run_checked(cmd, work / "ingest.log")
     print(f"ingested {store} ({len(date):,} hourly rows x {len(CHANNELS)} channels)", flush=True)
     return store
 
@@ -129,7 +121,7 @@ def seconds_per_step(model: str, store: Path, work: Path, args) -> float:
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         cmd = launch_cmd(model, store, run_dir, args, args.calib_steps, args.calib_steps)
-        run(cmd, work / model / "calibration.log")
+        run_checked(cmd, work / model / "calibration.log")
     rows = [r for r in records(run_dir) if "train/loss" in r]
     first, last = rows[0], rows[-1]
     return (last["time"] - first["time"]) / (last["step"] - first["step"])
@@ -148,7 +140,7 @@ def train(model: str, store: Path, work: Path, args) -> dict:
               f"{args.cpu_minutes:g} CPU-minutes; checkpoints every {every}",
               flush=True)  # fmt: skip
         shutil.rmtree(run_dir, ignore_errors=True)
-        wall, cpu = run(launch_cmd(model, store, run_dir, args, steps, every),
+        wall, cpu = run_checked(launch_cmd(model, store, run_dir, args, steps, every),
                         work / model / "train.log")  # fmt: skip
         rows = [r for r in records(run_dir) if "train/loss" in r]
         write_json(timing, {"seconds_per_step_calibration": per_step, "steps": steps,

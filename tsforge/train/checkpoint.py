@@ -450,7 +450,8 @@ def load_model_weights(
 
 def apply_weights(ckpt: dict[str, Any], path: Path, model: torch.nn.Module) -> None:
     """The model weights of `ckpt` (read by `load_checkpoint` from `path`) into `model`: a file's
-    whole, or a sharded step's read through DCP; shapes checked first (`check_shapes`)."""
+    whole, or a sharded step's read through DCP. The caller checks the shapes first
+    (`check_shapes`), so that a mismatch is named before anything is copied."""
     from tsforge.train.parallel import is_sharded
 
     if not ckpt.get("sharded"):
