@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,13 @@ def main() -> int:
     parser.add_argument("--checkpoint", default="latest", choices=("best", "latest"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    errors = window_errors(args.run_dir, args.data, args.horizon, args.checkpoint)
+    from tsforge.errors import UserError
+
+    try:
+        errors = window_errors(args.run_dir, args.data, args.horizon, args.checkpoint)
+    except UserError as err:
+        print(f"zeroshot_breakdown: error: {err}", file=sys.stderr)
+        return 2
     ratio = errors[:, 0] / np.maximum(errors[:, 1], 1e-12)
     result = {"run_dir": args.run_dir, "data": args.data, "horizon": args.horizon,
               "windows": len(errors), "median_ratio": float(np.median(ratio)),
