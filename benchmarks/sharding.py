@@ -7,14 +7,16 @@
     python benchmarks/sharding.py --report                 # the table again, from the JSON
 
 For each model size (`model=patch_decoder`, `_small`, `_base`, `_large`: ~1M, 10M, 100M, 1B
-parameters) three runs, each a fresh `python -m tsforge.launch` on the built-in synthetic
-dataset (input_size `--input-size`, horizon 24, `data.split=holdout:24`: the last 24 steps
-of each series held out and no test split, so no test evaluation at the end; validation off,
-`trainer.threads=1`) at the
-same global batch: 1 rank (one plain process: the baseline), 2 ranks with
-`trainer.strategy=ddp` and 2 ranks with `trainer.strategy=fsdp` (local processes over gloo,
-each taking half of every global batch); their order rotates from round to round so that
-other load on the machine falls on all three alike. `--batch`, `--steps` and `--warmup` take
+parameters) four runs (`--kinds`), each a fresh `python -m tsforge.launch` on the built-in
+synthetic dataset (input_size `--input-size`, horizon 24, `data.split=holdout:24`: the last
+24 steps of each series held out and no test split, so no test evaluation at the end;
+validation off, `trainer.threads=1`) at the same global batch: `ddp1`, 1 rank (one plain
+process: the baseline); `ddp2`, 2 ranks with `trainer.strategy=ddp`; `fsdp2`, 2 ranks with
+`trainer.strategy=fsdp` (which on CPU fixes glibc's mmap threshold at 4 MiB, so freed
+memory goes back: tsforge.train.allocator); `fsdp-heap2`, the same with glibc's default
+(`trainer.malloc_mmap_threshold_kb=0`). Local processes over gloo, each taking half of every
+global batch; their order rotates from round to round so that other load on the machine
+falls on all alike. `--batch`, `--steps` and `--warmup` take
 one value or one per size (comma-separated, in `--sizes` order); the defaults are sized so
 that a base run takes about two minutes on this machine.
 
@@ -24,10 +26,12 @@ Measured per run:
   the first steps, the test evaluation and the final checkpoint are left out), and per rank;
 - MFU: the run's own `mfu` from metrics.json (the training loop's step time against the
   measured fp32 matmul peak of one thread), and the same FLOPs over the wall-clock windows/s;
-- peak RSS per rank: the rank processes' VmHWM (/proc/PID/status), sampled every 0.1 s while
-  the run lives (the launcher itself for 1 rank; its spawned children for 2), the largest
-  over the ranks; also the whole run's `ru_maxrss` from os.wait4 (the largest process);
-- CPU seconds of the process tree over the timed steps, and the load average after each run.
+- peak RSS per rank: the rank processes' VmHWM (/proc/PID/status), read every `--sample-s`
+  (1 s) while the run lives (the launcher itself for 1 rank; its spawned children for 2), the
+  largest over the ranks; also the whole run's `ru_maxrss` from os.wait4 (the largest process);
+- CPU seconds of the process tree over the timed steps, and the load average after each run;
+  the sampling's own CPU share (`sampler_cpu_frac`): with both cores busy it comes out of
+  the 2-rank runs' time, not the baseline's (at 0.1 s it cut the tiny 2-rank figures).
 
 A run is not started when its estimated memory (`estimate_gb`: fp32 weights, gradients and
 AdamW's two moments, DDP's gradient buckets, FSDP2's shards and one gathered block, 0.6 GB of
@@ -38,10 +42,10 @@ that lasts longer than `--max-run-s` is stopped (SIGKILL to its process group) a
 as skipped.
 
 Summary per size: 2-rank speed-up (2-rank windows/s / 1-rank windows/s, median of rounds)
-for each strategy, the FSDP2/DDP ratio of peak RSS per rank. Targets (ISSUE 13): speed-up
->= 1.8 with the better strategy; FSDP2's peak RSS per rank <= 60% of DDP's at the largest
-size both run. JSON into benchmarks/results/sharding.json (`--json`), plot sharding.png
-beside it.
+for each kind, the FSDP2/DDP ratio of peak RSS per rank (and fsdp-heap's). Targets (ISSUE
+13): speed-up >= 1.8 with the better strategy; FSDP2's peak RSS per rank <= 60% of DDP's at
+the largest size both run. JSON into benchmarks/results/sharding.json (`--json`), plot
+sharding.png beside it.
 """
 
 from __future__ import annotations
@@ -65,9 +69,15 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = {"tiny": "patch_decoder", "small": "patch_decoder_small",
           "base": "patch_decoder_base", "large": "patch_decoder_large"}  # fmt: skip
 # global batch, steps, warmup steps per size: a base run ~2 min on 1 thread a rank
-BUDGET = {"tiny": (1024, 30, 10), "small": (128, 25, 5), "base": (32, 25, 5),
+BUDGET = {"tiny": (1024, 110, 10), "small": (128, 45, 5), "base": (32, 25, 5),
           "large": (4, 8, 3)}  # fmt: skip
-RUNS = (("ddp", 1), ("ddp", 2), ("fsdp", 2))
+# (kind, ranks); a kind is a strategy and its settings: fsdp-heap is FSDP2 under glibc's
+# default allocator, which keeps freed memory (trainer.malloc_mmap_threshold_kb=0)
+RUNS = (("ddp", 1), ("ddp", 2), ("fsdp", 2), ("fsdp-heap", 2))
+KIND_OVERRIDES = {"ddp": ["trainer.strategy=ddp"], "fsdp": ["trainer.strategy=fsdp"],
+                  "fsdp-heap": ["trainer.strategy=fsdp", "trainer.malloc_mmap_threshold_kb=0"]}
+LABELS = {"ddp1": "1 rank", "ddp2": "DDP, 2 ranks", "fsdp2": "FSDP2, 2 ranks",
+          "fsdp-heap2": "FSDP2, glibc default heap"}  # fmt: skip
 TARGET_SPEEDUP = 1.8
 TARGET_RSS_RATIO = 0.60
 GB = 1e9
@@ -87,7 +97,7 @@ def estimate_gb(size: str, strategy: str, ranks: int) -> dict:
     params, block = model_params(size)
     state = 16 * params  # fp32 weights, gradients, AdamW exp_avg and exp_avg_sq: 4 x 4 bytes
     torch_gb = 0.6  # a process with torch, the loader and the run's bookkeeping
-    if strategy == "fsdp" and ranks > 1:
+    if strategy.startswith("fsdp") and ranks > 1:
         # state split over the ranks; each rank gathers one block's weights and gradients
         total = state + ranks * 2 * 4 * block
         how = (f"16 B x {params / 1e6:,.0f}M params split over {ranks} ranks + a gathered "
@@ -144,10 +154,10 @@ def vm_hwm_mb(pid: int) -> float | None:
 
 
 def measure(size: str, strategy: str, ranks: int, batch: int, steps: int, warmup: int,
-            input_size: int, max_run_s: float, workdir: Path) -> dict:  # fmt: skip
+            input_size: int, max_run_s: float, workdir: Path, sample_s: float) -> dict:  # fmt: skip
     run_dir = Path(tempfile.mkdtemp(prefix=f"{size}_{strategy}{ranks}_", dir=workdir))
     cmd = [sys.executable, "-m", "tsforge.launch", f"model={MODELS[size]}",
-           f"trainer.strategy={strategy}", f"launcher.nprocs={ranks}", "trainer.threads=1",
+           *KIND_OVERRIDES[strategy], f"launcher.nprocs={ranks}", "trainer.threads=1",
            f"trainer.max_steps={steps}", f"data.batch_size={batch}",
            f"data.input_size={input_size}", "data.split=holdout:24", "trainer.log_every_steps=1",
            "trainer.val_every_steps=0", "trainer.checkpoint_every_steps=1000000",
@@ -157,6 +167,7 @@ def measure(size: str, strategy: str, ranks: int, batch: int, steps: int, warmup
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
     samples, hwm = [], {}  # (wall time, tree CPU seconds); peak RSS per rank pid
     start = time.time()
+    own_cpu = time.process_time()  # the sampling's own cost: on 2 cores it takes from a rank
     killed = False
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -175,10 +186,12 @@ def measure(size: str, strategy: str, ranks: int, batch: int, steps: int, warmup
             if not killed and time.time() - start > max_run_s:
                 os.killpg(proc.pid, signal.SIGKILL)  # the launcher's session: its ranks too
                 killed = True
-            time.sleep(0.1)
+            time.sleep(sample_s)
     wall = time.time() - start
+    own_cpu = time.process_time() - own_cpu
     base = {"size": size, "strategy": strategy, "ranks": ranks, "global_batch": batch,
-            "run_wall_s": wall, "run_dir_log": str(log)}  # fmt: skip
+            "run_wall_s": wall, "run_dir_log": str(log),
+            "sampler_cpu_frac": own_cpu / wall}  # fmt: skip
     if killed:
         return {**base, "skipped": f"stopped after {max_run_s:.0f} s (--max-run-s)"}
     code = os.waitstatus_to_exitcode(status)
@@ -241,13 +254,16 @@ def summarize(runs: list[dict], sizes: list[str]) -> dict:
                 }  # fmt: skip
         one = kinds.get("ddp1", {}).get("windows_per_s")
         row = {"runs": kinds}
-        for kind in ("ddp2", "fsdp2"):
+        for kind in ("ddp2", "fsdp2", "fsdp-heap2"):
             if one and kind in kinds:
                 row[f"speedup_{kind}"] = kinds[kind]["windows_per_s"] / one
         if "ddp2" in kinds and "fsdp2" in kinds:
             ddp, fsdp = kinds["ddp2"]["peak_rss_mb"], kinds["fsdp2"]["peak_rss_mb"]
             if ddp and fsdp:
                 row["rss_ratio_fsdp_ddp"] = fsdp / ddp
+            heap = kinds.get("fsdp-heap2", {}).get("peak_rss_mb")
+            if ddp and heap:
+                row["rss_ratio_fsdp_heap_ddp"] = heap / ddp
         out[size] = row
     return out
 
@@ -282,7 +298,9 @@ def report(data: dict) -> None:
                   f"{k['peak_rss_mb'] or float('nan'):>12,.0f}"
                   + (f"{sp:>9.2f}" if sp else ""))  # fmt: skip
         if "rss_ratio_fsdp_ddp" in row:
-            print(f"{size:<7}FSDP2 / DDP peak RSS per rank: {row['rss_ratio_fsdp_ddp']:.0%}")
+            print(f"{size:<7}FSDP2 / DDP peak RSS per rank: {row['rss_ratio_fsdp_ddp']:.0%}"
+                  + (f" (glibc default heap: {row['rss_ratio_fsdp_heap_ddp']:.0%})"
+                     if "rss_ratio_fsdp_heap_ddp" in row else ""))  # fmt: skip
     for skip in data.get("skipped", []):
         print(f"skipped: {skip['size']} {skip['strategy']} x{skip['ranks']}: {skip['why']}")
     t = data["targets"]
@@ -305,14 +323,13 @@ def plot(data: dict, path: Path) -> Path:
 
     sizes = [s for s, row in data["summary"].items() if row["runs"]]  # skipped sizes: a note
     kinds = [f"{s}{r}" for s, r in RUNS]
-    labels = {"ddp1": "1 rank", "ddp2": "DDP, 2 ranks", "fsdp2": "FSDP2, 2 ranks"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     width = 0.8 / len(kinds)
     for i, kind in enumerate(kinds):
-        xs = [j + (i - 1) * width for j in range(len(sizes))]
+        xs = [j + (i - (len(kinds) - 1) / 2) * width for j in range(len(sizes))]
         runs = [data["summary"][s]["runs"].get(kind, {}) for s in sizes]
         for ax, key in zip(axes, ("windows_per_s", "peak_rss_mb"), strict=True):
-            ax.bar(xs, [r.get(key) or 0 for r in runs], width, label=labels[kind])
+            ax.bar(xs, [r.get(key) or 0 for r in runs], width, label=LABELS[kind])
     for ax, title in zip(axes, ("windows/s (log scale)", "peak RSS per rank, MB (log scale)"),
                          strict=True):  # fmt: skip
         ax.set_xticks(range(len(sizes)), sizes)
@@ -348,10 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", help="global batch: one, or one per size")
     p.add_argument("--steps", help="training steps of each run: one, or one per size")
     p.add_argument("--warmup", help="steps left out of the timing: one, or one per size")
-    p.add_argument("--pairs", type=int, default=1, help="rounds of (1 rank, DDP 2, FSDP2 2)")
+    p.add_argument("--pairs", type=int, default=1, help="rounds of all the kinds")
+    p.add_argument("--kinds", default=",".join(f"{k}{r}" for k, r in RUNS),
+                   help="which runs, of " + ",".join(f"{k}{r}" for k, r in RUNS))
     p.add_argument("--input-size", type=int, default=256, help="look-back (8 patches of 32)")
     p.add_argument("--mem-limit-gb", type=float, default=18.0,
                    help="runs estimated above this are skipped")  # fmt: skip
+    p.add_argument("--sample-s", type=float, default=1.0,
+                   help="seconds between readings of the ranks' VmHWM and CPU time")
     p.add_argument("--max-run-s", type=float, default=300.0, help="a run past this is stopped")
     p.add_argument("--quick", action="store_true", help="1 round of 6 steps: does it run?")
     p.add_argument("--json", type=Path, help="default: benchmarks/results/sharding.json")
@@ -372,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.pairs = 1
         steps, warmup = dict.fromkeys(sizes, 6), dict.fromkeys(sizes, 2)
+    kinds = [(k, r) for k, r in RUNS if f"{k}{r}" in args.kinds.split(",")]
+    if unknown := set(args.kinds.split(",")) - {f"{k}{r}" for k, r in RUNS}:
+        p.error(f"--kinds: unknown {','.join(sorted(unknown))}")
     for s in sizes:
         if batch[s] % 2 or not 0 < warmup[s] < steps[s]:
             p.error(f"{s}: the batch must be even (2 ranks) and 0 < warmup < steps")
@@ -385,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sharding_") as tmp:
         for pair in range(args.pairs):
             for size in sizes:
-                order = RUNS[pair % 3:] + RUNS[:pair % 3]
+                order = kinds[pair % len(kinds):] + kinds[:pair % len(kinds)]
                 for strategy, ranks in order:
                     est = estimate_gb(size, strategy, ranks)
                     free = mem_available_gb()
@@ -410,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     load_before = os.getloadavg()[0]
                     r = measure(size, strategy, ranks, batch[size], steps[size], warmup[size],
-                                args.input_size, args.max_run_s, Path(tmp))  # fmt: skip
+                                args.input_size, args.max_run_s, Path(tmp),
+                                args.sample_s)  # fmt: skip
                     loads += [load_before, os.getloadavg()[0]]
                     r |= {"pair": pair, "estimate_gb": est["gb"], "load_avg_1min_before":
                           load_before, "load_avg_1min_after": loads[-1]}  # fmt: skip

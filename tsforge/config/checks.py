@@ -72,6 +72,10 @@ def _non_negative(v) -> bool:
     return v >= 0
 
 
+def _mmap_threshold(v) -> bool:
+    return 0 <= v <= 32 * 1024  # tsforge.train.allocator.MAX_KIB: glibc refuses more
+
+
 def _fraction(v) -> bool:
     return 0 <= v <= 1
 
@@ -100,6 +104,8 @@ _BOUNDS = (
      "latest.pt and best.pt are links to them)"),
     ("trainer.early_stop_patience", _non_negative, _NON_NEGATIVE + " (0: off)"),
     ("trainer.threads", _non_negative, _NON_NEGATIVE + " (0: cores / processes)"),
+    ("trainer.malloc_mmap_threshold_kb", _mmap_threshold,
+     "must be between 0 and 32768 KiB (0: glibc's default; null: automatic)"),
     ("trainer.dist_timeout_s", _positive, _POSITIVE),
     ("trainer.plot_series", _non_negative, _NON_NEGATIVE),
     ("trainer.peak_tflops", _positive, _POSITIVE + " (null: automatic)"),

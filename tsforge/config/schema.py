@@ -109,6 +109,10 @@ class TrainerConfig:
     checkpoint_every_min: float = 10.0
     keep_last: int = 2  # step checkpoints kept besides latest and best
     threads: int = 0  # torch intra-op threads per rank; 0 = cores / ranks
+    # CPU memory: allocations of this many KiB or more are mapped on their own and given back
+    # to the system when freed (glibc's mmap threshold, fixed); 0: glibc's default, which keeps
+    # freed memory; null: 4096 under strategy=fsdp on CPU, else 0 (tsforge.train.allocator)
+    malloc_mmap_threshold_kb: int | None = None
     dist_timeout_s: float = 600.0
     plot_series: int = 4  # validation series drawn in TensorBoard at each evaluation
     # The device's peak TFLOP/s that MFU is measured against; None: automatic (a table of

@@ -32,7 +32,7 @@ MAY_CHANGE = (
     "trainer.plot_series",
     # where and how to run: the same numbers, on other hardware or at another world size
     "trainer.threads", "trainer.device", "trainer.precision", "trainer.compile",
-    "trainer.activation_checkpointing",
+    "trainer.activation_checkpointing", "trainer.malloc_mmap_threshold_kb",
     "trainer.dist_timeout_s", "data.num_workers", "data.cache_mb", "data.eval_batch_size",
     "launcher.*",
     "trainer.peak_tflops",  # only the MFU it is measured against

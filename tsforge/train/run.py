@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from tsforge.data import chosen
 from tsforge.errors import EXIT_REQUEUE, UserError
 from tsforge.train import builders, stop
+from tsforge.train.allocator import set_mmap_threshold, threshold_kib
 from tsforge.train.checkpoint import (
     CheckpointManager,
     WeightsMismatch,
@@ -75,6 +76,9 @@ def _run(cfg: DictConfig, run_dir: Path, env) -> int:
     started = time.monotonic()
     threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // env.world_size)
     torch.set_num_threads(threads)
+    # before any tensor: freed memory given back, not kept (FSDP2 on CPU; see the module)
+    set_mmap_threshold(threshold_kib(cfg.trainer.strategy, env.device,
+                                     cfg.trainer.malloc_mmap_threshold_kb))  # fmt: skip
     builders.seed_everything(cfg.trainer.seed, env.rank)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Sharded saves write from a thread on GPUs (tsforge.train.checkpoint says why not on CPUs)
