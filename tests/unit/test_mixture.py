@@ -1,7 +1,9 @@
-"""Mixtures of sources (`tsforge.data.mixture`) and KernelSynth (`tsforge.data.kernelsynth`):
-the global order is the same for any number of workers and ranks, resume is exact, the
-realised shares follow the weights, held-out windows are visited once, generated series are
-a function of their seed, and bad `data.sources` are refused naming the entry.
+"""Mixtures of sources (`tsforge.data.mixture`), KernelSynth (`tsforge.data.kernelsynth`) and
+the random-walk and repeating-profile priors (`tsforge.data.priors`): the global order is the
+same for any number of workers and ranks, resume is exact, the realised shares follow the
+weights, held-out windows are visited once, generated series are a function of their seed
+(and have the property each prior is for), and bad `data.sources` are refused naming the
+entry.
 
     python -m pytest -q tests/unit/test_mixture.py
 """
@@ -17,7 +19,7 @@ import pytest
 import torch
 
 from tsforge.config.checks import compose_config
-from tsforge.data import kernelsynth
+from tsforge.data import kernelsynth, priors
 from tsforge.data.mixture import Mixture, MixtureLoader, SourceSpec
 from tsforge.data.store import ColumnRoles, StoreWriter
 from tsforge.data.windows import WindowSpec
@@ -98,6 +100,57 @@ def test_kernelsynth_covariance_matches_the_dense_kernels():
     K = kernelsynth.covariance([("rbf", 0.1), ("periodic", 24.0), ("linear", 1.0)],
                                ["*", "+"], 50)  # fmt: skip
     assert np.allclose(K, rbf * periodic + linear)
+
+
+@pytest.mark.parametrize("name", sorted(priors.GENERATED))
+def test_prior_series_are_a_function_of_their_seed(name):
+    sample = priors.GENERATED[name]
+    seeds = [[0, 0, 0, 0, p] for p in range(6)]
+    a, b = sample(seeds, 200), sample(seeds, 200)
+    assert a.shape == (6, 200) and a.dtype == np.float32 and np.isfinite(a).all()
+    assert np.array_equal(a, b)
+    assert all(not np.allclose(a[i], a[j]) for i in range(6) for j in range(i))
+
+
+def test_random_walks_are_best_forecast_by_their_last_value():
+    """What the prior is for: over many walks, the last value beats the window's mean."""
+    y_BW = priors.randomwalk([[1, p] for p in range(200)], 240).astype(np.float64)
+    past, future = y_BW[:, :192], y_BW[:, 192:]
+    naive = np.abs(future - past[:, -1:]).mean(axis=1)
+    mean = np.abs(future - past.mean(axis=1, keepdims=True)).mean(axis=1)
+    assert np.median(naive / mean) < 0.75 and np.mean(naive < mean) > 0.65
+
+
+def test_profiles_repeat_with_one_of_their_periods():
+    """What the prior is for: a seasonal naive at some period of PERIODS is better than the
+    last value for most series (not all: a smooth weekly profile under a trend moves less
+    from one step to the next than from one week to the next)."""
+    y_BW = priors.profiles([[2, p] for p in range(100)], 400).astype(np.float64)
+    lag1 = np.abs(np.diff(y_BW, axis=1)).mean(axis=1)
+    best = np.min([np.abs(y_BW[:, p:] - y_BW[:, :-p]).mean(axis=1)
+                   for p in sorted(set(priors.PERIODS))], axis=0)  # fmt: skip
+    assert np.median(best / lag1) < 0.7 and np.mean(best < lag1) > 0.6
+
+
+def test_priors_mix_with_stores_the_same_for_any_world_size_and_workers(tmp_path):
+    a = make_store(tmp_path / "a.zarr", [300, 500])
+    mix = Mixture([SourceSpec("a", "store", path=a, weight=1.0),
+                   SourceSpec("randomwalk", "randomwalk", weight=1.0),
+                   SourceSpec("profiles", "profiles", weight=1.0)])  # fmt: skip
+    one = take(MixtureLoader(mix, SPEC, global_batch_size=16, seed=3, num_steps=4), 5)
+    ranks = [take(MixtureLoader(mix, SPEC, global_batch_size=16, seed=3, num_steps=4, rank=r,
+                                world_size=2), 5) for r in range(2)]  # fmt: skip
+    same([{k: torch.cat([ranks[0][i][k], ranks[1][i][k]]) for k in KEYS} for i in range(5)], one)
+    same(take(MixtureLoader(mix, SPEC, global_batch_size=16, seed=3, num_steps=4,
+                            num_workers=2), 5), one)  # fmt: skip
+    assert len({int(s) for b in one for s in b["source"]}) == 3
+    assert all(torch.isfinite(b["insample_y"]).all() for b in one)
+    kernel_only = Mixture([SourceSpec("a", "store", path=a, weight=1.0),
+                           SourceSpec("kernelsynth", "kernelsynth", weight=1.0)])  # fmt: skip
+    assert "priors" not in repr(kernel_only.fingerprint) and mix.fingerprint != Mixture(
+        [SourceSpec("a", "store", path=a, weight=1.0),
+         SourceSpec("randomwalk", "kernelsynth", weight=1.0),
+         SourceSpec("profiles", "kernelsynth", weight=1.0)]).fingerprint
 
 
 def test_same_batches_for_any_world_size_and_workers(mix):

@@ -211,7 +211,8 @@ def _check_sources(data: DictConfig) -> None:
                             "the source to leave it out)")
         if src.windows is not None and (src.windows < 1 or src.name not in GENERATORS):
             raise UserError(f"{key}.windows={src.windows}: a generated source's size, >= 1 "
-                            f"(a store's is its windows): drop it or use name=kernelsynth")
+                            f"(a store's is its windows): drop it or use a generator "
+                            f"({', '.join(GENERATORS)})")
         label = source_label(src.name, src.path)
         if label in labels:
             raise UserError(f"{key} repeats source '{label}' (data.sources[{labels[label]}]): "

@@ -25,9 +25,9 @@ STRATEGIES = ("ddp", "fsdp")  # train.parallel
 @dataclass
 class SourceConfig:
     """One source of `data=mixture` (conf/data/mixture.yaml): a registry name, a generator
-    (`kernelsynth`) or a store path, and its weight."""
+    (`kernelsynth`, `randomwalk`, `profiles`) or a store path, and its weight."""
 
-    name: str | None = None  # a registry name (`tsforge data list`) or kernelsynth
+    name: str | None = None  # a registry name (`tsforge data list`) or a generator
     path: str | None = None  # or a store made by `tsforge data ingest` (not both)
     weight: float | None = None  # > 0; give every source one, or none (data.temperature)
     windows: int | None = None  # a generated source's size for temperature (1,000,000)

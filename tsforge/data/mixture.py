@@ -1,5 +1,6 @@
 """Mixtures of sources for pretraining: one stream of univariate windows drawn from several
-stores and generators by weight (`data=mixture`; the README's "Mixtures for pretraining").
+stores and generators (kernelsynth, randomwalk, profiles) by weight (`data=mixture`; the
+README's "Mixtures for pretraining").
 
     from tsforge.data.mixture import Mixture, SourceSpec, MixtureLoader
     mix = Mixture([SourceSpec("etth1", "store", path="etth1.zarr", weight=1.0),
@@ -21,7 +22,8 @@ The order (training). Global window p of epoch e comes from source
 (seed, the mixture's fingerprint, its settings, e, block) (`order.generator`), so any position
 is computed without the ones before it; the window within that source is what the source's
 own sampled order (`order.SampledOrder`, uniform with replacement over the source's windows)
-puts at position p of epoch e. A KernelSynth window is generated from the seed
+puts at position p of epoch e. A generated window (KernelSynth, or a prior of
+`tsforge.data.priors`: randomwalk, profiles) is generated from the seed
 (seed, source index, split, e, p). The order is thus a pure function of (seed, epoch, position,
 settings, the sources' fingerprints): not of the world size nor of the number of workers.
 Global batch k is positions [kG, (k+1)G); rank r takes its part (`order.rank_positions`), and
@@ -54,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tsforge.data import kernelsynth, splits
+from tsforge.data import kernelsynth, priors, splits
 from tsforge.data import scaling as scaling_mod
 from tsforge.data.batches import _mask
 from tsforge.data.loader import STATE_KEYS, BatchStream, WindowLoader, _hash_int
@@ -64,7 +66,9 @@ from tsforge.data.transport import layout_of, pack_message
 from tsforge.data.windows import WindowIndex, WindowSpec
 from tsforge.errors import UserError
 
-GENERATORS = ("kernelsynth",)  # generated sources, by name
+# generated sources, by name: each a function (seeds, length) -> float32 [B, length]
+SAMPLERS = {"kernelsynth": kernelsynth.sample, **priors.GENERATED}
+GENERATORS = tuple(SAMPLERS)
 DEFAULT_GENERATED_WINDOWS = 1_000_000  # a generated source's size for temperature weights
 EVAL_WINDOWS = 512  # held-out windows of a generated source, per split
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
@@ -100,6 +104,8 @@ class Mixture:
             for s, st in zip(self.specs, self.stores)
         ]  # fmt: skip
         parts.append({"temperature": temperature, "kernelsynth": kernelsynth.KERNEL_BANK})
+        if any(s.kind in priors.GENERATED for s in self.specs):  # older mixtures keep theirs
+            parts.append({"priors": priors.VERSION})
         text = json.dumps(parts, sort_keys=True, default=str)
         self.fingerprint = "mixture-" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
         self.roles = ColumnRoles(target=("y",))
@@ -111,7 +117,7 @@ class Mixture:
         out = []
         for i, (s, st) in enumerate(zip(self.specs, self.stores)):
             if st is None:
-                out.append(KernelSynthSource(s, i, spec, split, seed, scaling))
+                out.append(GeneratedSource(s, i, spec, split, seed, scaling))
             else:
                 out.append(StoreSource(s, st, spec, split, seed, scaling, cache_mb))
         return out
@@ -157,13 +163,15 @@ class StoreSource:
         return {k: batch[k].numpy() for k in _KEYS}
 
 
-class KernelSynthSource:
-    """KernelSynth series (`tsforge.data.kernelsynth`), one per window, seeded by
-    (seed, source index, split, epoch, position); held-out splits have EVAL_WINDOWS each."""
+class GeneratedSource:
+    """Generated series (KernelSynth, `tsforge.data.kernelsynth`, or a prior of
+    `tsforge.data.priors`), one per window, seeded by (seed, source index, split, epoch,
+    position); held-out splits have EVAL_WINDOWS each."""
 
     def __init__(self, s: SourceSpec, index: int, spec: WindowSpec, split: str, seed: int,
                  scaling: str):  # fmt: skip
         self.label, self.index, self.spec = s.label, index, spec
+        self.sample = SAMPLERS[s.kind]
         self.seed, self.scaling = int(seed), scaling
         self.size = s.windows or DEFAULT_GENERATED_WINDOWS
         self.n_windows = self.size if split == "train" else EVAL_WINDOWS
@@ -171,7 +179,7 @@ class KernelSynthSource:
     def cut(self, epoch: int, positions: np.ndarray, split: str) -> dict[str, np.ndarray]:
         L, W = self.spec.input_size, self.spec.window_size
         head = [self.seed, self.index, _SPLIT_CODE[split], int(epoch)]
-        y_BW = kernelsynth.sample([[*head, int(p)] for p in positions], W)
+        y_BW = self.sample([[*head, int(p)] for p in positions], W)
         y_in, y_out = (
             np.ascontiguousarray(y_BW[:, :L, None]),
             np.ascontiguousarray(y_BW[:, L:, None]),
