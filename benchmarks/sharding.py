@@ -4,6 +4,7 @@
     python benchmarks/sharding.py --sizes tiny,small,base,large --pairs 2
     python benchmarks/sharding.py --sizes base --batch 32 --steps 30 --warmup 10
     python benchmarks/sharding.py --quick --sizes tiny     # a few steps: does it run?
+    python benchmarks/sharding.py --kinds ddp2 --keep      # redo one kind, keep the others
     python benchmarks/sharding.py --report                 # the table again, from the JSON
 
 For each model size (`model=patch_decoder`, `_small`, `_base`, `_large`: ~1M, 10M, 100M, 1B
@@ -31,7 +32,7 @@ Measured per run:
   largest over the ranks; also the whole run's `ru_maxrss` from os.wait4 (the largest process);
 - CPU seconds of the process tree over the timed steps, and the load average after each run;
   the sampling's own CPU share (`sampler_cpu_frac`): with both cores busy it comes out of
-  the 2-rank runs' time, not the baseline's (at 0.1 s it cut the tiny 2-rank figures).
+  the 2-rank runs' time, not the baseline's (about 0.1% of a core at 1 s).
 
 A run is not started when its estimated memory (`estimate_gb`: fp32 weights, gradients and
 AdamW's two moments, DDP's gradient buckets, FSDP2's shards and one gathered block, 0.6 GB of
@@ -368,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=1, help="rounds of all the kinds")
     p.add_argument("--kinds", default=",".join(f"{k}{r}" for k, r in RUNS),
                    help="which runs, of " + ",".join(f"{k}{r}" for k, r in RUNS))
+    p.add_argument("--keep", action="store_true",
+                   help="keep the JSON's runs of the other kinds (their commands recorded)")
     p.add_argument("--input-size", type=int, default=256, help="look-back (8 patches of 32)")
     p.add_argument("--mem-limit-gb", type=float, default=18.0,
                    help="runs estimated above this are skipped")  # fmt: skip
@@ -449,10 +452,21 @@ def main(argv: list[str] | None = None) -> int:
                           f"windows/s  MFU {100 * mfu if mfu else float('nan'):.1f}%  peak RSS "
                           f"per rank {r['peak_rss_mb'] or float('nan'):,.0f} MB  load "
                           f"{load_before:.1f} -> {loads[-1]:.1f}", flush=True)  # fmt: skip
+    command = " ".join(["python", "benchmarks/sharding.py", *(argv or sys.argv[1:])])
+    commands = [command]
+    if args.keep and json_path.exists():  # the other kinds' runs of an earlier command
+        old = json.loads(json_path.read_text())
+        ran = {f"{k}{r}" for k, r in kinds}
+        runs += [r for r in old["runs"] if f"{r['strategy']}{r['ranks']}" not in ran
+                 and r["size"] in sizes]  # fmt: skip
+        skipped += [x for x in old.get("skipped", []) if f"{x['strategy']}{x['ranks']}"
+                    not in ran and x["size"] in sizes]  # fmt: skip
+        commands = [*old.get("commands", [old["command"]]), command]
     summary = summarize(runs, sizes)
     data = {
         "benchmark": "sharding",
-        "command": " ".join(["python", "benchmarks/sharding.py", *(argv or sys.argv[1:])]),
+        "command": command,
+        "commands": commands,
         "settings": {"data": "synthetic (built in)", "input_size": args.input_size,
                      "horizon": 24, "threads_per_rank": 1, "backend": "gloo",
                      "batch": batch, "steps": steps, "warmup_steps": warmup,

