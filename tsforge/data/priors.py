@@ -38,12 +38,16 @@ def _rngs(seeds: list) -> list[np.random.Generator]:
                                   else np.random.SeedSequence(s)) for s in seeds]  # fmt: skip
 
 
-def randomwalk(seeds: list, length: int) -> np.ndarray:
-    """[B, length] float32: one random walk per entry of `seeds` (see the module doc)."""
+def _each(draw, seeds: list, length: int) -> np.ndarray:
     out = np.empty((len(seeds), length), np.float32)
     for i, rng in enumerate(_rngs(seeds)):
-        out[i] = _walk(rng, length)
+        out[i] = draw(rng, length)
     return out
+
+
+def randomwalk(seeds: list, length: int) -> np.ndarray:
+    """[B, length] float32: one random walk per entry of `seeds` (see the module doc)."""
+    return _each(_walk, seeds, length)
 
 
 def _walk(rng: np.random.Generator, W: int) -> np.ndarray:
@@ -69,10 +73,7 @@ def _walk(rng: np.random.Generator, W: int) -> np.ndarray:
 
 def profiles(seeds: list, length: int) -> np.ndarray:
     """[B, length] float32: one repeating-profile series per entry of `seeds`."""
-    out = np.empty((len(seeds), length), np.float32)
-    for i, rng in enumerate(_rngs(seeds)):
-        out[i] = _profile_series(rng, length)
-    return out
+    return _each(_profile_series, seeds, length)
 
 
 def _one_period(rng: np.random.Generator, p: int) -> np.ndarray:
