@@ -77,6 +77,7 @@ BUDGET = {"tiny": (1024, 110, 10), "small": (128, 45, 5), "base": (32, 25, 5),
 RUNS = (("ddp", 1), ("ddp", 2), ("fsdp", 2), ("fsdp-heap", 2))
 KIND_OVERRIDES = {"ddp": ["trainer.strategy=ddp"], "fsdp": ["trainer.strategy=fsdp"],
                   "fsdp-heap": ["trainer.strategy=fsdp", "trainer.malloc_mmap_threshold_kb=0"]}
+KIND_NAMES = tuple(f"{k}{r}" for k, r in RUNS)  # as --kinds and the JSON's summary name them
 LABELS = {"ddp1": "1 rank", "ddp2": "DDP, 2 ranks", "fsdp2": "FSDP2, 2 ranks",
           "fsdp-heap2": "FSDP2, glibc default heap"}  # fmt: skip
 TARGET_SPEEDUP = 1.8
@@ -323,7 +324,7 @@ def plot(data: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     sizes = [s for s, row in data["summary"].items() if row["runs"]]  # skipped sizes: a note
-    kinds = [f"{s}{r}" for s, r in RUNS]
+    kinds = KIND_NAMES
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     width = 0.8 / len(kinds)
     for i, kind in enumerate(kinds):
@@ -367,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", help="training steps of each run: one, or one per size")
     p.add_argument("--warmup", help="steps left out of the timing: one, or one per size")
     p.add_argument("--pairs", type=int, default=1, help="rounds of all the kinds")
-    p.add_argument("--kinds", default=",".join(f"{k}{r}" for k, r in RUNS),
-                   help="which runs, of " + ",".join(f"{k}{r}" for k, r in RUNS))
+    p.add_argument("--kinds", default=",".join(KIND_NAMES),
+                   help="which runs, of " + ",".join(KIND_NAMES))
     p.add_argument("--keep", action="store_true",
                    help="keep the JSON's runs of the other kinds (their commands recorded)")
     p.add_argument("--input-size", type=int, default=256, help="look-back (8 patches of 32)")
@@ -396,9 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.pairs = 1
         steps, warmup = dict.fromkeys(sizes, 6), dict.fromkeys(sizes, 2)
-    kinds = [(k, r) for k, r in RUNS if f"{k}{r}" in args.kinds.split(",")]
-    if unknown := set(args.kinds.split(",")) - {f"{k}{r}" for k, r in RUNS}:
+    wanted = args.kinds.split(",")
+    if unknown := set(wanted) - set(KIND_NAMES):
         p.error(f"--kinds: unknown {','.join(sorted(unknown))}")
+    kinds = [run for run, name in zip(RUNS, KIND_NAMES, strict=True) if name in wanted]
     for s in sizes:
         if batch[s] % 2 or not 0 < warmup[s] < steps[s]:
             p.error(f"{s}: the batch must be even (2 ranks) and 0 < warmup < steps")
