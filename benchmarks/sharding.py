@@ -287,13 +287,13 @@ def targets(summary: dict, sizes: list[str]) -> dict:
 
 
 def report(data: dict) -> None:
-    print(f"\n{'size':<7}{'params':>8}{'run':>7}{'win/s':>9}{'/rank':>9}{'MFU':>7}"
+    print(f"\n{'size':<7}{'params':>8}{'run':>12}{'win/s':>9}{'/rank':>9}{'MFU':>7}"
           f"{'MFU wall':>9}{'RSS/rank MB':>12}{'x 1 rank':>9}")  # fmt: skip
     for size, row in data["summary"].items():
         for kind, k in row["runs"].items():
             sp = row.get(f"speedup_{kind}")
             mfu, mfu_wall = k.get("mfu"), k.get("mfu_wall")
-            print(f"{size:<7}{(k['params'] or 0) / 1e6:>7.1f}M{kind:>7}{k['windows_per_s']:>9,.1f}"
+            print(f"{size:<7}{(k['params'] or 0) / 1e6:>7.1f}M{kind:>12}{k['windows_per_s']:>9,.1f}"
                   f"{k['windows_per_s_per_rank']:>9,.1f}"
                   f"{100 * mfu if mfu else float('nan'):>6.1f}%"
                   f"{100 * mfu_wall if mfu_wall else float('nan'):>8.1f}%"
