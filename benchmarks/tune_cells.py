@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -303,8 +304,6 @@ def main() -> None:
     for cell in args.cells:
         if cell != M4 and not CELL.match(cell):
             parser.error(f"{cell} is not a cell of the table (<dataset>_<model>_h<H>)")
-    import os
-
     data_dir = os.environ.get("TSFORGE_DATA_DIR")
     pub = published(Path(data_dir) if data_dir else None)
     if args.report or not args.cells:
