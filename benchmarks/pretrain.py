@@ -161,6 +161,7 @@ def train(model: str, store: Path, work: Path, args) -> dict:
               + (f" ({per_step:.2f} s/step: {args.cpu_minutes:g} CPU-minutes)" if per_step else "")
               + f"; checkpoints every {every}", flush=True)  # fmt: skip
         shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
         wall, cpu = run_checked(launch_cmd(model, store, run_dir, args, steps, every),
                         work / name / "train.log")  # fmt: skip
         rows = [r for r in records(run_dir) if "train/loss" in r]
