@@ -54,6 +54,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -434,10 +435,8 @@ def main() -> int:
         timing = train(model, store, work, args)
         points = curve(label(model, args.mixture), work, args)
         figures[label(model, args.mixture)] = model_figures(model, work, timing, points, args)
-    budget = f"--steps {args.steps}" if args.steps else f"--cpu-minutes {args.cpu_minutes:g}"
-    command = ("TSFORGE_DATA_DIR=... python benchmarks/pretrain.py "
-               f"--models {','.join(models)} {budget} --nprocs {args.nprocs}"
-               + (f" --mixture {args.mixture}" if args.mixture != "base" else ""))  # fmt: skip
+    # the command as given: every option that shaped these figures (seed, work, curve points)
+    command = "TSFORGE_DATA_DIR=... python benchmarks/pretrain.py " + shlex.join(sys.argv[1:])
     for f in figures.values():
         f["command"] = command
     figures = {**kept_models(json_path, figures), **figures}
