@@ -276,6 +276,9 @@ CASES = [
          code=2, says=r"dl/ETTh1\.csv is not the official ETTh1\.csv .* will not be replaced",
          prepare=write("dl/ETTh1.csv", "date,OT\n2016-07-01 00:00:00,1.0\n"),
          env={"TSFORGE_DATA_DIR": ""}),
+    Case("download-dir-is-a-file", ["data", "download", "ETTh1", "--dir", "{data.csv}"],
+         code=2, says=r"cannot make the folder .*data\.csv: a file is in its way",
+         env={"TSFORGE_DATA_DIR": ""}),
     # `data info`: only a store
     Case("info-missing-path", ["data", "info", "{nope.zarr}"], code=2,
          says=r"nope\.zarr does not exist"),

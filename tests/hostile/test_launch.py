@@ -142,6 +142,10 @@ CASES = [
          r"no validation window.*training without validation",
          prepare=store_with_split({"kind": "ratio", "train": 0.8, "test": 0.2}),
          creates=["other.zarr", "other.zarr/*", *RUN_FILES], after=trained_without_validation),
+    Case("cache-dir-is-a-file", ["launch", "data.input_size=24", "data.horizon=12",
+                                 "trainer.max_steps=2", NEW], 2,
+         r"cannot make the folder .*data\.csv/stores: a file is in its way: point "
+         r"TSFORGE_CACHE_DIR", env={"TSFORGE_CACHE_DIR": "{data.csv}"}),
     # -- where the run goes ----------------------------------------------------------------
     Case("run-dir-is-a-file", launch("hydra.run.dir={data.csv}"), 2,
          r"hydra\.run\.dir=.*data\.csv is a file, not a folder"),

@@ -106,6 +106,8 @@ CASES = [
          prepare=study_record(lambda r: {**r, "search_config": {"params": {"optim.lr": {
              "type": "float", "low": 0.001, "high": 0.01}}},
              "storage": "mysql+pymysql://u:pw@h/db"})),
+    Case("retry-failed-without-a-study", tune("--retry-failed"), 2,
+         r"--retry-failed carries on a study: give --study DIR", prepare=search(GOOD)),
     Case("stopped-mid-study", tune("--parallel", "1"), 75, r"tune: stopped by SIGTERM",
          prepare=search(GOOD), interrupt=Interrupt(signal.SIGTERM, r"^trial 0 started"),
          creates=STUDY_FILES, after=lambda ws: _carries_on(ws)),

@@ -5,7 +5,8 @@
 A tiny study end to end (two trials at once, the best trial exported as an experiment that
 reproduces it, Optuna's plots, TensorBoard's HParams columns read back with TensorBoard's own
 reader); pruning from the validation curve; a controller killed mid-trial and carried on from
-the database, with no trial run twice. (The same on SLURM job arrays: test_slurm.py.)
+the database, with no trial run twice; a trial killed from outside (as by the OOM killer)
+retried on request from its checkpoint. (The same on SLURM job arrays: test_slurm.py.)
 """
 
 from __future__ import annotations
@@ -183,6 +184,51 @@ poll_s: 0.3
     assert sorted(os.listdir(study_dir / "trials")) == ["0", "1"]
     meta = json.loads((study_dir / "trials" / "0" / "meta.json").read_text())
     assert meta["resumes"] and meta["resumes"][-1]["from_step"] > 0, meta
+
+
+def test_a_killed_trial_is_retried_on_request_resuming_its_checkpoint(tmp_path):
+    from tsforge.train.lock import holder
+
+    conf = search_file(tmp_path / "conf", "retry", """
+metric: mse
+params:
+  optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+pruner: none
+trials: 1
+poll_s: 0.3
+""")
+    study_dir = tmp_path / "study"
+    args = ["retry", "--config-dir", str(conf), "--study", str(study_dir), *RUN,
+            "model=dlinear", "trainer.max_steps=400", "trainer.checkpoint_every_steps=20"]
+    controller = subprocess.Popen([sys.executable, "-m", "tsforge", "tune", *args], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = study_dir / "trials" / "0"
+    deadline = time.monotonic() + 180
+    while not ((run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*"))):
+        assert time.monotonic() < deadline and controller.poll() is None
+        time.sleep(0.1)
+    os.kill(int(holder(run).split("@")[0]), signal.SIGKILL)  # the trial, not its controller
+    out, _ = controller.communicate(timeout=120)
+    assert controller.returncode == 1 and "trial 0 failed" in out, out  # no trial completed
+    (failed,) = load(study_dir).get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL
+    saved = max(int(p.stem[len("step_"):]) for p in (run / "checkpoints").glob("step_*.pt"))
+
+    proc = tune("--study", str(study_dir), "--retry-failed", cwd=tmp_path)
+    assert "retrying failed trial(s) 0" in proc.stdout
+    assert "trial 1 retries trial 0" in proc.stdout, proc.stdout
+    first, retry = load(study_dir).get_trials()
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.params == first.params and retry.user_attrs["retry_of"] == 0
+    assert sorted(os.listdir(study_dir / "trials")) == ["1"]  # the run moved to its retry
+    meta = json.loads((study_dir / "trials" / "1" / "meta.json").read_text())
+    assert [r["from_step"] for r in meta["resumes"]] == [saved], meta
+    assert "best: trial 1" in proc.stdout  # the trials budget (1) counts the point once
+
+    again = tune("--study", str(study_dir), "--retry-failed", cwd=tmp_path)
+    assert "no failed trial to retry" in again.stdout  # trial 0 is retried already
+    assert len(load(study_dir).get_trials()) == 2
 
 
 def test_the_wall_budget_prunes_the_running_trial_and_asks_for_no_more(tmp_path):

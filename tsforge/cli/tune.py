@@ -5,6 +5,7 @@ tsforge tune dlinear experiment=etth1_dlinear_h336 --parallel 2 --cpu-minutes 30
 tsforge tune nhits experiment=etth1_nhits_h720 launcher=slurm launcher.array_parallelism=2 \
     --storage 'mysql+pymysql:///?read_default_file=/etc/tsforge/study-db.cnf'
 tsforge tune --study runs/tune_dlinear_2026-11-30_10-00-00         # carry on a study
+tsforge tune --study runs/tune_dlinear_2026-11-30_10-00-00 --retry-failed  # and its failures
 
 The search (space, metric, sampler, pruner, budgets) is `conf/search/<SEARCH>.yaml` or
 `search/<SEARCH>.yaml` in a `--config-dir` folder; the overrides after it choose the
@@ -41,6 +42,8 @@ def add_parser(sub) -> None:
     p.add_argument("--parallel", type=int, help="local trials at once")
     p.add_argument("--cpu-minutes", type=float, help="budget: allotted CPU-minutes")
     p.add_argument("--wall-minutes", type=float, help="budget: wall time of the search")
+    p.add_argument("--retry-failed", action="store_true", help="carrying on a study: run its "
+                   "failed trials' points again, each resuming the failed run's checkpoint")
     p.add_argument("--storage", metavar="URL", help="the study's database (default SQLite "
                    "in the study folder)")
     p.set_defaults(handler=_handler)
@@ -82,6 +85,9 @@ def _plan(args):
             raise UserError(f"the study in {study_dir} is kept in "
                             f"{record.get('storage') or 'its study.db'}; --storage cannot move it")
     else:
+        if args.retry_failed:
+            raise UserError("--retry-failed carries on a study: give --study DIR of a study "
+                            "that has failed trials")
         if not args.search:
             where = f"{study_dir} holds no study.json" if study_dir else "no --study given"
             raise UserError(f"name a search (tsforge tune SEARCH [overrides]): {where}")
@@ -170,6 +176,8 @@ def _handler(args) -> int:
                   f"pruner {search.pruner} -> {study_dir}", flush=True)
             controller = Controller(study_dir, search, study, runner,
                                     Settings(record["search"], base, extra))  # fmt: skip
+            if args.retry_failed:
+                controller.retry_failed()
             return controller.run()
     except (UserError, OSError, KeyboardInterrupt):
         if new and not (study_dir / "study.json").exists():  # nothing of a study was made

@@ -161,6 +161,17 @@ def cache_folder(override: str | os.PathLike | None = None) -> Path:
     return Path(base) / "tsforge"
 
 
+def make_folder(folder: Path) -> None:
+    """Make `folder` (in the cache or a --dir) and its parents; a file in the way is bad
+    input, named with the settings that lead there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"cannot make the folder {folder}: a file is in its way: point "
+                        f"TSFORGE_CACHE_DIR (or --dir) at a folder, or move the file "
+                        f"away") from None  # fmt: skip
+
+
 # -- fetching -----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Fetched:
@@ -230,7 +241,7 @@ def _checked(raw: RawFile, path: Path, digest: str, origin: str) -> Fetched:
 
 def _download(raw: RawFile, dest: Path) -> str:
     """Stream `raw.url` to a temporary file beside `dest`, check it, rename it into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(dest.parent)
     tmp = dest.parent / f".{dest.name}.part-{uuid.uuid4().hex[:8]}"
     h = hashlib.sha256()
     request = urllib.request.Request(raw.url, headers={"User-Agent": "tsforge"})
@@ -285,7 +296,7 @@ def prepare(
     inputs.update(convert=CONVERT_VERSION, split=entry.split_spec)
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     path = root / "stores" / f"{entry.name}-{digest}.zarr"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     with _lock(path.parent / f".{path.name}.lock"):  # concurrent ranks build it once
         if path.exists() and not overwrite:
             with contextlib.suppress(UserError):  # a broken store is rebuilt below

@@ -17,6 +17,11 @@ over all its launches) the running trials are pruned too. A stop signal (SIGTERM
 SIGUSR2) or Ctrl-C stops the controller: local trials checkpoint and stop with it, SLURM
 trials run on; launched again on the same study folder, it adopts every trial the database
 holds as running (none is asked for twice) and carries on.
+
+A trial that failed for a reason outside it (its data moved, a node lost) is retried on
+request (`retry_failed`, `tsforge tune --study DIR --retry-failed`): its point is asked for
+again as a new trial, which takes over the failed trial's run directory and so resumes from
+its last checkpoint. The `trials` budget counts a retried point once.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from tsforge.config.search import SearchConfig
 from tsforge.errors import EXIT_REQUEUE, UserError
 from tsforge.runs.table import val_curve
 from tsforge.train import stop
+from tsforge.train.lock import holder
 from tsforge.train.loop import PRUNE_REQUEST
 from tsforge.train.rundir import read_json
 from tsforge.tune import export
@@ -38,6 +44,7 @@ from tsforge.tune.space import as_overrides, suggest
 from tsforge.tune.trials import AGAIN, ENDED, FAILED, RUNNING, Start, TrialRun
 
 _WALL = "wall_s"  # study attribute: the controllers' time so far, for the wall budget
+_RETRY_OF = "retry_of"  # trial attribute: the number of the failed trial it retries
 
 
 @dataclass
@@ -120,15 +127,20 @@ class Controller:
 
         return [t for t in self.study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
 
+    def _counted(self) -> int:
+        """Trials toward the `trials` budget: a failed trial that is retried counts as its retry."""
+        retried = {t.user_attrs.get(_RETRY_OF) for t in self.study.get_trials(deepcopy=False)}
+        return sum(t.number not in retried for t in self._all())
+
     def _exhausted(self) -> bool:
-        if len(self._all()) >= self.search.trials:
+        if self._counted() >= self.search.trials:
             return True
         cpu = self.search.cpu_minutes
         return cpu is not None and self.cpu_seconds() >= 60 * cpu
 
     # -- starting trials ---------------------------------------------------------------------
     def _fill(self) -> None:
-        free = min(self.runner.width - len(self.running), self.search.trials - len(self._all()))
+        free = min(self.runner.width - len(self.running), self.search.trials - self._counted())
         starts = []
         for _ in range(max(free, 0)):
             start = self._ask()
@@ -166,7 +178,43 @@ class Controller:
             self._fail(trial.number, str(err))
             return None
         trial.set_user_attr("cpus", self.runner.cpus(cfg))
+        if _RETRY_OF in trial.user_attrs and not self._take_over(trial, run_dir):
+            return None
         return Start(trial.number, cfg, overrides, run_dir)
+
+    # -- retrying failed trials ----------------------------------------------------------------
+    def retry_failed(self) -> list[int]:
+        """Ask again for the point of every failed trial that started (one whose point the
+        model could not take never did) and is not retried yet; returns their numbers."""
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get(_RETRY_OF) for t in trials}
+        again = [t for t in trials
+                 if t.state == TrialState.FAIL and t.number not in retried
+                 and "cpus" in t.user_attrs
+                 and t.user_attrs.get("run_dir") == f"trials/{t.number}"]  # fmt: skip
+        for t in again:
+            self.study.enqueue_trial(dict(t.params), user_attrs={_RETRY_OF: t.number})
+        print(f"retrying failed trial(s) {', '.join(str(t.number) for t in again)}" if again
+              else "no failed trial to retry", flush=True)  # fmt: skip
+        return [t.number for t in again]
+
+    def _take_over(self, trial, run_dir: Path) -> bool:
+        """The retry of a failed trial takes over its run directory, checkpoint and all."""
+        failed = int(trial.user_attrs[_RETRY_OF])
+        old = self.dir / "trials" / str(failed)
+        if old.is_dir() and not run_dir.exists():
+            if holder(old):
+                self._fail(trial.number, f"trial {failed}'s run {old} is in use by pid "
+                                         f"{holder(old)}: stop it, then retry")  # fmt: skip
+                return False
+            old.rename(run_dir)
+            print(f"trial {trial.number} retries trial {failed}: its run moves to {run_dir}",
+                  flush=True)  # fmt: skip
+        else:
+            print(f"trial {trial.number} retries trial {failed}, from the start", flush=True)
+        return True
 
     def _adopt(self) -> None:
         """Trials the database holds as running: a controller before this one started them."""
