@@ -7,14 +7,18 @@
 Every cell is a named experiment, `conf/experiment/<dataset>_<model>_h<H>.yaml`, trained with
 `python -m tsforge.launch experiment=<name> trainer.seed=<s> trainer.threads=1` in its own
 process (`--jobs` at a time), into `benchmarks/out/long_horizon/<name>/seed<s>`; a cell whose
-run has finished is not trained again. H=96 cells run `--seeds-h96` seeds (default 3), the
-others `--seeds` (default 1). Then the results are gathered from each run's metrics.json:
+run has finished, or whose seed is on record in `results/long_horizon.json` (trained on any
+machine), is not trained again. H=96 cells run `--seeds-h96` seeds (default 3), the others
+`--seeds` (default 1). Then the results are gathered from each run's metrics.json, with the
+runs on record that are not on this disk (each run keeps its seed and hardware), so that
+adding seeds to some cells leaves every other row as it was:
 
 - `benchmarks/results/long_horizon.csv`: dataset, horizon, model, mse, mae (means over seeds,
   test split, every window, standardized values), experiment, seeds, steps, train_minutes
   (CPU-minutes of a run on one thread, start-up and evaluation included, mean over seeds: on
   an idle core this is its wall-clock, and neighbours on a shared machine don't inflate it)
-  and hardware;
+  and hardware (each machine the seeds ran on); the rows of searched cells
+  (`<cell>_tuned`, written by tune_cells.py) are kept, after their cell's row;
 - `benchmarks/results/long_horizon.json`: the same with each seed's figures and the
   validation curves (for `benchmarks/plots.py`);
 - a Markdown table beside the best published MSE/MAE of PatchTST/64, DLinear and N-HiTS
@@ -96,6 +100,8 @@ def read_run(run_dir: Path) -> dict:
             if "val/mse" in row:
                 curve.append([row["step"], row["val/mse"]])
     return {
+        "seed": int(run_dir.name.removeprefix("seed")),
+        "hardware": hardware(),
         "mse": metrics["test"]["mse"],
         "mae": metrics["test"]["mae"],
         "val_mse": metrics.get("best_val", {}).get("mse"),
@@ -128,7 +134,21 @@ def published(data_dir: Path | None) -> dict[tuple[str, int], dict[str, tuple[fl
     return out
 
 
-def summarise(name: str, runs: list[dict], hw: str) -> dict:
+def recorded() -> dict[str, dict[int, dict]]:
+    """{cell: {seed: run}} from results/long_horizon.json: the runs of record, from any machine
+    (runs recorded before runs kept their seed and hardware: seeds 0.. in order, the row's)."""
+    path = RESULTS / "long_horizon.json"
+    if not path.exists():
+        return {}
+    out: dict[str, dict[int, dict]] = {}
+    for row in json.loads(path.read_text()):
+        for i, run in enumerate(row["runs"]):
+            run = {"seed": i, "hardware": row["hardware"], **run}
+            out.setdefault(row["experiment"], {})[run["seed"]] = run
+    return out
+
+
+def summarise(name: str, runs: list[dict]) -> dict:
     ds, model, horizon = CELL.match(name).groups()
     mses, maes = [r["mse"] for r in runs], [r["mae"] for r in runs]
     return {
@@ -139,7 +159,7 @@ def summarise(name: str, runs: list[dict], hw: str) -> dict:
         "experiment": name, "seeds": len(runs),
         "steps": round(statistics.fmean(r["steps"] for r in runs)),
         "train_minutes": statistics.fmean(r["minutes"] for r in runs),
-        "hardware": hw, "runs": runs,
+        "hardware": "; ".join(sorted({r["hardware"] for r in runs})), "runs": runs,
     }  # fmt: skip
 
 
@@ -174,6 +194,28 @@ def table(rows: list[dict], pub: dict) -> str:
     return "\n".join(lines)
 
 
+def write_csv(rows: list[dict]) -> None:
+    """long_horizon.csv: a row per cell, each followed by the rows of record that name it
+    (`<cell>_tuned`, from tune_cells.py), kept as they are."""
+    path = RESULTS / "long_horizon.csv"
+    kept: dict[str, list[list[str]]] = {}
+    if path.exists():
+        with open(path, newline="") as f:
+            for row in list(csv.reader(f))[1:]:
+                if not CELL.match(row[5]):
+                    kept.setdefault(row[5].removesuffix("_tuned"), []).append(row)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for r in rows:
+            writer.writerow([{**r, "mse": f"{r['mse']:.4f}", "mae": f"{r['mae']:.4f}",
+                              "train_minutes": f"{r['train_minutes']:.2f}"}[c]
+                             for c in CSV_COLUMNS])  # fmt: skip
+            writer.writerows(kept.pop(r["experiment"], []))
+        for orphans in kept.values():
+            writer.writerows(orphans)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=[], help="experiment name prefixes")
@@ -188,29 +230,27 @@ def main() -> int:
         return 2
 
     names = cells(args.only)
-    # Seed-major: every cell once before any cell's second seed.
-    jobs = sorted(((n, s) for n in names for s in seeds_for(n, args)), key=lambda j: j[1])
+    record = recorded()
+    # Seed-major: every cell once before any cell's second seed; seeds on record are done.
+    jobs = sorted(((n, s) for n in names for s in seeds_for(n, args)
+                   if s not in record.get(n, {})), key=lambda j: j[1])  # fmt: skip
     if not args.report:
         print(f"{len(jobs)} runs of {len(names)} cells, {args.jobs} at a time", flush=True)
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: train(*job), jobs))
 
-    hw = hardware()
     rows = []
-    for name in names:
-        done = [RUNS / name / f"seed{s}" for s in seeds_for(name, args)]
-        done = [d for d in done if (d / "metrics.json").exists() and
-                (d / "timing.json").exists()]  # fmt: skip
-        if done:
-            rows.append(summarise(name, [read_run(d) for d in done], hw))
+    for name in cells([]):
+        runs = dict(record.get(name, {}))
+        for d in sorted((RUNS / name).glob("seed*")):
+            if d.is_dir() and (d / "metrics.json").exists() and (d / "timing.json").exists():
+                run = read_run(d)
+                runs[run["seed"]] = run
+        if runs:
+            rows.append(summarise(name, [runs[s] for s in sorted(runs)]))
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "long_horizon.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({**r, "mse": f"{r['mse']:.4f}", "mae": f"{r['mae']:.4f}",
-                             "train_minutes": f"{r['train_minutes']:.2f}"})  # fmt: skip
+    write_csv(rows)
     (RESULTS / "long_horizon.json").write_text(json.dumps(rows, indent=1) + "\n")
     text = table(rows, published(Path(data_dir) if data_dir else None))
     (RESULTS / "long_horizon.md").write_text(text + "\n")
