@@ -175,13 +175,17 @@ class SlurmRunner:
         follows them."""
 
 
+# What Hydra prints after a traceback; the line before it names the error.
+_HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
+
+
 def _last_line(log: Path) -> str:
-    """The last line a failed trial printed: its one-line error."""
+    """The last line a failed trial printed: its one-line error (or a traceback's last)."""
     try:
         with open(log, "rb") as f:
             f.seek(max(0, log.stat().st_size - 4096))
             lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()]
     except OSError:
         return ""
-    lines = [ln for ln in lines if ln]
+    lines = [ln for ln in lines if ln and not ln.startswith(_HYDRA_HINT)]
     return lines[-1][:300] if lines else ""
