@@ -53,6 +53,29 @@ def load(study_dir: Path) -> optuna.Study:
                              storage=f"sqlite:///{study_dir / 'study.db'}")  # fmt: skip
 
 
+def at_first_checkpoint(tmp_path: Path, name: str, trials: int, max_steps: int):
+    """A study's controller, running, once its trial 0 has saved a checkpoint."""
+    conf = search_file(tmp_path / "conf", name, f"""
+metric: mse
+params:
+  optim.lr: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
+pruner: none
+trials: {trials}
+poll_s: 0.3
+""")
+    study_dir = tmp_path / "study"
+    args = [name, "--config-dir", str(conf), "--study", str(study_dir), *RUN, "model=dlinear",
+            f"trainer.max_steps={max_steps}", "trainer.checkpoint_every_steps=20"]
+    controller = subprocess.Popen([sys.executable, "-m", "tsforge", "tune", *args], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoints = study_dir / "trials" / "0" / "checkpoints"
+    deadline = time.monotonic() + 180
+    while not (checkpoints.is_dir() and any(checkpoints.glob("step_*"))):
+        assert time.monotonic() < deadline and controller.poll() is None
+        time.sleep(0.1)
+    return controller, study_dir
+
+
 def test_a_tiny_study_runs_trials_two_at_a_time_and_exports_the_best(tmp_path):
     conf = search_file(tmp_path / "conf", "tiny", """
 metric: mse
@@ -146,24 +169,7 @@ poll_s: 0.2
 
 def test_a_killed_controller_is_carried_on_from_the_database_without_running_a_trial_twice(
         tmp_path):  # fmt: skip
-    conf = search_file(tmp_path / "conf", "resume", """
-metric: mse
-params:
-  optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
-pruner: none
-trials: 2
-poll_s: 0.3
-""")
-    study_dir = tmp_path / "study"
-    args = ["resume", "--config-dir", str(conf), "--study", str(study_dir), *RUN,
-            "model=dlinear", "trainer.max_steps=600", "trainer.checkpoint_every_steps=20"]
-    controller = subprocess.Popen([sys.executable, "-m", "tsforge", "tune", *args], cwd=tmp_path,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    checkpoints = study_dir / "trials" / "0" / "checkpoints"
-    deadline = time.monotonic() + 180
-    while not (checkpoints.is_dir() and any(checkpoints.glob("step_*"))):
-        assert time.monotonic() < deadline and controller.poll() is None
-        time.sleep(0.1)
+    controller, study_dir = at_first_checkpoint(tmp_path, "resume", trials=2, max_steps=600)
     controller.send_signal(signal.SIGKILL)  # no chance to tidy up
     controller.communicate(timeout=30)
     trial_lock = study_dir / "trials" / "0" / ".lock"
@@ -189,24 +195,8 @@ poll_s: 0.3
 def test_a_killed_trial_is_retried_on_request_resuming_its_checkpoint(tmp_path):
     from tsforge.train.lock import holder
 
-    conf = search_file(tmp_path / "conf", "retry", """
-metric: mse
-params:
-  optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
-pruner: none
-trials: 1
-poll_s: 0.3
-""")
-    study_dir = tmp_path / "study"
-    args = ["retry", "--config-dir", str(conf), "--study", str(study_dir), *RUN,
-            "model=dlinear", "trainer.max_steps=400", "trainer.checkpoint_every_steps=20"]
-    controller = subprocess.Popen([sys.executable, "-m", "tsforge", "tune", *args], cwd=tmp_path,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    controller, study_dir = at_first_checkpoint(tmp_path, "retry", trials=1, max_steps=1200)
     run = study_dir / "trials" / "0"
-    deadline = time.monotonic() + 180
-    while not ((run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*"))):
-        assert time.monotonic() < deadline and controller.poll() is None
-        time.sleep(0.1)
     os.kill(int(holder(run).split("@")[0]), signal.SIGKILL)  # the trial, not its controller
     out, _ = controller.communicate(timeout=120)
     assert controller.returncode == 1 and "trial 0 failed" in out, out  # no trial completed
