@@ -79,6 +79,11 @@ CASES = [
          prepare=search(GOOD)),
     Case("flag-cpu-minutes-nan", tune("--cpu-minutes", "nan"), 2, r"cpu_minutes=nan",
          prepare=search(GOOD)),
+    Case("flag-gpu-minutes-negative", tune("--gpu-minutes", "-1"), 2,
+         r"gpu_minutes=-1\.0: must be a positive number", prepare=search(GOOD)),
+    Case("gpu-budget-for-trials-without-gpus", tune("--gpu-minutes", "30"), 2,
+         r"gpu_minutes=30: the trials hold no GPU \(trainer\.device is cpu, or this machine "
+         r"has no CUDA device\)", prepare=search(GOOD)),
     Case("flag-misspelt", tune("--trails", "3"), 2, r"unrecognized arguments: --trails \(see",
          prepare=search(GOOD)),
     Case("storage-with-password", tune("--storage", "mysql+pymysql://u:pw@h/db"), 2,

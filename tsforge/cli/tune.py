@@ -41,6 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("--trials", type=int, help="at most this many trials")
     p.add_argument("--parallel", type=int, help="local trials at once")
     p.add_argument("--cpu-minutes", type=float, help="budget: allotted CPU-minutes")
+    p.add_argument("--gpu-minutes", type=float, help="budget: allotted GPU-minutes")
     p.add_argument("--wall-minutes", type=float, help="budget: wall time of the search")
     p.add_argument("--retry-failed", action="store_true", help="carrying on a study: run its "
                    "failed trials' points again, each resuming the failed run's checkpoint")
@@ -50,7 +51,7 @@ def add_parser(sub) -> None:
 
 
 def _budgets(search, args) -> None:
-    for key in ("trials", "parallel", "cpu_minutes", "wall_minutes"):
+    for key in ("trials", "parallel", "cpu_minutes", "gpu_minutes", "wall_minutes"):
         value = getattr(args, key)
         if value is not None:
             setattr(search, key, value)
@@ -150,6 +151,10 @@ def _handler(args) -> int:
             share = (os.cpu_count() or 1) // (search.parallel * int(cfg.launcher.nprocs))
             extra.append(f"trainer.threads={max(1, share)}")
         runner = LocalRunner(study_dir, search.parallel)
+    if search.gpu_minutes is not None and not runner.gpus(cfg):
+        raise UserError(f"--gpu-minutes / gpu_minutes={search.gpu_minutes:g}: the trials hold no "
+                        f"GPU ({runner.no_gpu_reason}): give a CPU-minutes or wall budget, "
+                        f"or run the trials on GPUs")  # fmt: skip
     who = holder(study_dir) if study_dir.is_dir() else None
     if who:
         raise UserError(f"the study in {study_dir} is in use by pid {who}: another tsforge "

@@ -14,7 +14,7 @@ the sampler, the pruner and the budget:
       optim.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
       data.input_size: {type: choice, choices: [96, 192, 336, 512]}
       model.dropout_prob_theta: {type: float, low: 0.0, high: 0.3, when: {model: nhits}}
-    trials: 20                       # budgets: trials, allotted CPU-minutes, wall minutes
+    trials: 20                       # budgets: trials, allotted CPU- or GPU-minutes, wall
 
 Every check here raises a `UserError` naming the key and the fix; nothing is sampled from a
 space that does not pass them.
@@ -75,6 +75,7 @@ class SearchConfig:
     # except at the wall budget, where they are stopped (and recorded as pruned).
     trials: int = 20
     cpu_minutes: float | None = None  # allotted CPUs x wall time, summed over trials
+    gpu_minutes: float | None = None  # allotted GPUs x wall time, summed over trials
     wall_minutes: float | None = None
     parallel: int = 1  # local trials at once (on SLURM: launcher.array_parallelism)
     # null: SQLite in the study folder. A database URL, e.g. on a cluster that the playbook
@@ -147,7 +148,7 @@ def check_search(search: SearchConfig, where: str) -> None:
     for key in ("startup_trials", "warmup_steps"):
         if getattr(search, key) < 0:
             raise bad(f"{key}={getattr(search, key)}: must be 0 or more")
-    for key in ("cpu_minutes", "wall_minutes", "poll_s"):
+    for key in ("cpu_minutes", "gpu_minutes", "wall_minutes", "poll_s"):
         value = getattr(search, key)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise bad(f"{key}={value}: must be a positive number (or null: no such budget)")

@@ -12,11 +12,12 @@ the next point is asked for: the search learns from every trial told so far whil
 run.
 
 Budgets: no new trial once `trials` trials exist, or once the trials' allotted CPU time
-(CPUs held x wall time) reaches `cpu_minutes`; at `wall_minutes` (the controller's own time,
-over all its launches) the running trials are pruned too. A stop signal (SIGTERM, SIGUSR1,
-SIGUSR2) or Ctrl-C stops the controller: local trials checkpoint and stop with it, SLURM
-trials run on; launched again on the same study folder, it adopts every trial the database
-holds as running (none is asked for twice) and carries on.
+(CPUs held x wall time) reaches `cpu_minutes`, or their GPU time `gpu_minutes`; at
+`wall_minutes` (the controller's own time, over all its launches) the running trials are
+pruned too. A stop signal (SIGTERM, SIGUSR1, SIGUSR2) or Ctrl-C stops the controller: local
+trials checkpoint and stop with it, SLURM trials run on; launched again on the same study
+folder, it adopts every trial the database holds as running (none is asked for twice) and
+carries on.
 
 A trial that failed for a reason outside it (its data moved, a node lost) is retried on
 request (`retry_failed`, `tsforge tune --study DIR --retry-failed`): its point is asked for
@@ -102,7 +103,7 @@ class Controller:
     def _stopped(self) -> int:
         self.runner.stop(list(self.running.values()))
         for run in self.running.values():
-            self._add_cpu(run)
+            self._add_time(run)
         by = stop.name(stop.requested()) if stop.requested() else "Ctrl-C"
         print(f"tune: stopped by {by}; {len(self.running)} "
               f"trial(s) left running or resumable: carry on with 'tsforge tune --study "
@@ -117,10 +118,12 @@ class Controller:
         wall = self.search.wall_minutes
         return wall is not None and self._wall() >= 60 * wall
 
-    def cpu_seconds(self) -> float:
-        told = sum(float(t.user_attrs.get("cpu_s", 0.0)) for t in self._all())
+    def allotted_s(self, kind: str = "cpu") -> float:
+        """CPU- (or GPU-) seconds the trials have held: told ones and the running ones."""
+        told = sum(float(t.user_attrs.get(f"{kind}_s", 0.0)) for t in self._all())
         now = time.time()
-        return told + sum((now - r.started) * r.cpus for r in self.running.values())
+        return told + sum((now - r.started) * getattr(r, f"{kind}s")
+                          for r in self.running.values())  # fmt: skip
 
     def _all(self):
         from optuna.trial import TrialState
@@ -135,8 +138,9 @@ class Controller:
     def _exhausted(self) -> bool:
         if self._counted() >= self.search.trials:
             return True
-        cpu = self.search.cpu_minutes
-        return cpu is not None and self.cpu_seconds() >= 60 * cpu
+        return any(budget is not None and self.allotted_s(kind) >= 60 * budget
+                   for kind, budget in (("cpu", self.search.cpu_minutes),
+                                        ("gpu", self.search.gpu_minutes)))  # fmt: skip
 
     # -- starting trials ---------------------------------------------------------------------
     def _fill(self) -> None:
@@ -178,6 +182,7 @@ class Controller:
             self._fail(trial.number, str(err))
             return None
         trial.set_user_attr("cpus", self.runner.cpus(cfg))
+        trial.set_user_attr("gpus", self.runner.gpus(cfg))
         if _RETRY_OF in trial.user_attrs and not self._take_over(trial, run_dir):
             return None
         return Start(trial.number, cfg, overrides, run_dir)
@@ -232,7 +237,8 @@ class Controller:
             self.trials[frozen.number] = optuna.trial.Trial(self.study, frozen._trial_id)
             try:  # on SLURM: no job id when the controller died before it submitted the trial
                 run = self.runner.adopt(frozen.number, self.dir / rel, overrides,
-                                        int(attrs.get("cpus", 1)), attrs.get("job_id"))
+                                        int(attrs.get("cpus", 1)), int(attrs.get("gpus", 0)),
+                                        attrs.get("job_id"))  # fmt: skip
             except UserError as err:
                 self._fail(frozen.number, str(err))
                 continue
@@ -251,12 +257,12 @@ class Controller:
                 continue
             if state == AGAIN:
                 if not stop.requested():
-                    self._add_cpu(run)
+                    self._add_time(run)
                     self.running[number] = self.runner.again(run)
                     print(f"trial {number} resumes in {run.run_dir}", flush=True)
                 continue
             del self.running[number]
-            self._add_cpu(run)
+            self._add_time(run)
             if state == FAILED:
                 self._fail(number, run.failure)
             elif state == ENDED:
@@ -284,11 +290,15 @@ class Controller:
             if run.number not in self.pruning and run.run_dir.is_dir():
                 self._request_prune(run, why)
 
-    def _add_cpu(self, run: TrialRun) -> None:
+    def _add_time(self, run: TrialRun) -> None:
+        """The run's CPU- and GPU-seconds since it (re)started, told to its trial."""
         trial = self.trials[run.number]
-        spent = float(trial.user_attrs.get("cpu_s", 0.0)) + (time.time() - run.started) * run.cpus
-        trial.set_user_attr("cpu_s", spent)
-        run.started = time.time()
+        now = time.time()
+        for kind, held in (("cpu", run.cpus), ("gpu", run.gpus)):
+            if held or kind == "cpu":
+                spent = float(trial.user_attrs.get(f"{kind}_s", 0.0)) + (now - run.started) * held
+                trial.set_user_attr(f"{kind}_s", spent)
+        run.started = now
 
     def _ended(self, number: int, run: TrialRun) -> None:
         from optuna.trial import TrialState
@@ -343,10 +353,12 @@ class Controller:
                   for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}  # fmt: skip
         export.write_dashboard(self.study, self.search, self.dir / "tb")
         plots = export.write_plots(self.study, self.dir / "plots")
-        cpu = self.cpu_seconds() / 60
+        gpu = self.allotted_s("gpu") / 60
         print(f"study done: {len(trials)} trials ({counts[TrialState.COMPLETE]} complete, "
               f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed), "
-              f"{cpu:.1f} CPU-minutes, wall {self._wall() / 60:.1f} min")
+              f"{self.allotted_s('cpu') / 60:.1f} CPU-minutes, "
+              + (f"{gpu:.1f} GPU-minutes, " if gpu else "")
+              + f"wall {self._wall() / 60:.1f} min")
         if not counts[TrialState.COMPLETE]:
             print("no trial completed: no best config", file=sys.stderr)
             return 1

@@ -3,7 +3,7 @@
     runner = LocalRunner(study_dir, parallel=2)      # or SlurmRunner(study_dir, launcher)
     runs = runner.start([Start(number, cfg, overrides, run_dir), ...])
     runner.state(run)   # RUNNING, or ENDED (the run's files say how), or FAILED with a line
-    runner.adopt(number, run_dir, job_id)           # a trial of a controller that was killed
+    runner.adopt(number, run_dir, overrides, cpus, gpus, job_id)  # a killed controller's trial
 
 Each trial is an ordinary run directory, `STUDY_DIR/trials/<number>`, trained by the same
 launchers as any run: locally `python -m tsforge.launch <overrides> hydra.run.dir=...` in its
@@ -46,6 +46,7 @@ class TrialRun:
     number: int
     run_dir: Path
     cpus: int  # allotted: what the CPU-minutes budget counts per second of wall time
+    gpus: int = 0  # allotted GPUs: what the GPU-minutes budget counts
     started: float = field(default_factory=time.time)
     overrides: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
@@ -56,18 +57,29 @@ class TrialRun:
 class LocalRunner:
     """Trials as processes on this machine, `parallel` at once."""
 
+    no_gpu_reason = "trainer.device is cpu, or this machine has no CUDA device"
+
     def __init__(self, study_dir: Path, parallel: int):
         self.logs = study_dir / "logs"
         self.width = parallel
 
     def start(self, starts: list[Start]) -> list[TrialRun]:
-        return [self._launch(TrialRun(s.number, s.run_dir, self.cpus(s.cfg),
+        return [self._launch(TrialRun(s.number, s.run_dir, self.cpus(s.cfg), self.gpus(s.cfg),
                                       overrides=s.overrides)) for s in starts]  # fmt: skip
 
     def cpus(self, cfg: DictConfig) -> int:
         """CPUs a trial holds: its threads per process x its processes."""
         nprocs = int(cfg.launcher.nprocs)
         return (int(cfg.trainer.threads) or max(1, (os.cpu_count() or 1) // nprocs)) * nprocs
+
+    def gpus(self, cfg: DictConfig) -> int:
+        """GPUs a trial holds: one per process when it trains on CUDA (as training decides)."""
+        device = str(cfg.trainer.device)
+        if device == "auto":
+            import torch
+
+            return int(cfg.launcher.nprocs) if torch.cuda.is_available() else 0
+        return int(cfg.launcher.nprocs) if device.startswith("cuda") else 0
 
     def _launch(self, run: TrialRun) -> TrialRun:
         from tsforge.tune.space import value_text
@@ -103,9 +115,9 @@ class LocalRunner:
         """Start a trial that stopped part-way again: it resumes from its checkpoint."""
         return self._launch(run)
 
-    def adopt(self, number: int, run_dir: Path, overrides: list[str], cpus: int,
+    def adopt(self, number: int, run_dir: Path, overrides: list[str], cpus: int, gpus: int,
               job_id: str | None) -> TrialRun:  # fmt: skip
-        return TrialRun(number, run_dir, cpus, overrides=overrides)
+        return TrialRun(number, run_dir, cpus, gpus, overrides=overrides)
 
     def stop(self, runs: list[TrialRun]) -> None:
         """The controller is stopping: each trial checkpoints and exits 75 (resumed later)."""
@@ -129,10 +141,16 @@ class SlurmRunner:
         self.job_name = job_name
         self.width = int(launcher.array_parallelism)
 
+    no_gpu_reason = "launcher.gpus_per_node is 0"
+
     def cpus(self, cfg: DictConfig | None = None) -> int:
         """CPUs an array element holds (the launcher's request, the same for every trial)."""
         per_task = int(self.launcher.cpus_per_task or 1)
         return int(self.launcher.nodes) * int(self.launcher.tasks_per_node) * per_task
+
+    def gpus(self, cfg: DictConfig | None = None) -> int:
+        """GPUs an array element holds (the launcher's request)."""
+        return int(self.launcher.nodes) * int(self.launcher.gpus_per_node)
 
     def start(self, starts: list[Start]) -> list[TrialRun]:
         from tsforge.launchers.slurm import make_executor, make_job, record_job, sbatch_refusals
@@ -145,8 +163,8 @@ class SlurmRunner:
         for s, job in zip(starts, jobs):
             s.run_dir.mkdir(parents=True, exist_ok=True)
             record_job(s.run_dir, job.job_id, self.folder, ranks)
-            runs.append(TrialRun(s.number, s.run_dir, self.cpus(), overrides=s.overrides,
-                                 job_id=job.job_id))  # fmt: skip
+            runs.append(TrialRun(s.number, s.run_dir, self.cpus(), self.gpus(),
+                                 overrides=s.overrides, job_id=job.job_id))  # fmt: skip
         return runs
 
     def state(self, run: TrialRun) -> str:
@@ -163,12 +181,12 @@ class SlurmRunner:
     def again(self, run: TrialRun) -> TrialRun:
         raise AssertionError("SLURM requeues its own jobs")  # state() never says AGAIN
 
-    def adopt(self, number: int, run_dir: Path, overrides: list[str], cpus: int,
+    def adopt(self, number: int, run_dir: Path, overrides: list[str], cpus: int, gpus: int,
               job_id: str | None) -> TrialRun:  # fmt: skip
         from tsforge.launchers.slurm import check_job_id
 
         job = check_job_id(job_id, f"the study's record of trial {number}")
-        return TrialRun(number, run_dir, cpus, overrides=overrides, job_id=job)
+        return TrialRun(number, run_dir, cpus, gpus, overrides=overrides, job_id=job)
 
     def stop(self, runs: list[TrialRun]) -> None:
         """The controller is stopping: SLURM keeps the trials running; the next controller
