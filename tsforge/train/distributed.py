@@ -84,6 +84,11 @@ def read_env() -> dict[str, int | str]:
     return {"rank": 0, "local_rank": 0, "world_size": 1, "master_addr": "", "master_port": 0}
 
 
+def uses_cuda(device: str) -> bool:
+    """Whether `trainer.device` trains on CUDA here: auto means when a CUDA device exists."""
+    return torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+
+
 def init_distributed(
     device: str = "auto", timeout_s: float = 600.0, *, group_of_one: bool = False
 ) -> DistEnv:
@@ -92,7 +97,7 @@ def init_distributed(
     `group_of_one`: a single process still gets a process group (of size 1), for what needs
     one whatever the world size (FSDP2's device mesh, `tsforge.train.parallel`)."""
     env = read_env()
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    use_cuda = uses_cuda(device)
     if use_cuda:
         dev = torch.device("cuda", int(env["local_rank"]) % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(dev)

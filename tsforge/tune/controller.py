@@ -130,9 +130,14 @@ class Controller:
 
         return [t for t in self.study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
 
+    def _retried(self) -> set[int]:
+        """The failed trials a later trial (asked for, or waiting to be) retries."""
+        return {t.user_attrs[_RETRY_OF] for t in self.study.get_trials(deepcopy=False)
+                if _RETRY_OF in t.user_attrs}  # fmt: skip
+
     def _counted(self) -> int:
         """Trials toward the `trials` budget: a failed trial that is retried counts as its retry."""
-        retried = {t.user_attrs.get(_RETRY_OF) for t in self.study.get_trials(deepcopy=False)}
+        retried = self._retried()
         return sum(t.number not in retried for t in self._all())
 
     def _exhausted(self) -> bool:
@@ -193,9 +198,8 @@ class Controller:
         model could not take never did) and is not retried yet; returns their numbers."""
         from optuna.trial import TrialState
 
-        trials = self.study.get_trials(deepcopy=False)
-        retried = {t.user_attrs.get(_RETRY_OF) for t in trials}
-        again = [t for t in trials
+        retried = self._retried()
+        again = [t for t in self.study.get_trials(deepcopy=False)
                  if t.state == TrialState.FAIL and t.number not in retried
                  and "cpus" in t.user_attrs
                  and t.user_attrs.get("run_dir") == f"trials/{t.number}"]  # fmt: skip
@@ -210,9 +214,10 @@ class Controller:
         failed = int(trial.user_attrs[_RETRY_OF])
         old = self.dir / "trials" / str(failed)
         if old.is_dir() and not run_dir.exists():
-            if holder(old):
-                self._fail(trial.number, f"trial {failed}'s run {old} is in use by pid "
-                                         f"{holder(old)}: stop it, then retry")  # fmt: skip
+            who = holder(old)
+            if who:
+                self._fail(trial.number, f"trial {failed}'s run {old} is in use by pid {who}: "
+                                         f"stop it, then retry")  # fmt: skip
                 return False
             old.rename(run_dir)
             print(f"trial {trial.number} retries trial {failed}: its run moves to {run_dir}",

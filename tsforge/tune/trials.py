@@ -74,12 +74,9 @@ class LocalRunner:
 
     def gpus(self, cfg: DictConfig) -> int:
         """GPUs a trial holds: one per process when it trains on CUDA (as training decides)."""
-        device = str(cfg.trainer.device)
-        if device == "auto":
-            import torch
+        from tsforge.train.distributed import uses_cuda
 
-            return int(cfg.launcher.nprocs) if torch.cuda.is_available() else 0
-        return int(cfg.launcher.nprocs) if device.startswith("cuda") else 0
+        return int(cfg.launcher.nprocs) if uses_cuda(str(cfg.trainer.device)) else 0
 
     def _launch(self, run: TrialRun) -> TrialRun:
         from tsforge.tune.space import value_text
