@@ -6,6 +6,7 @@ series, and score them as the M4 competition does, beside sNaive, Naive2 and the
     python benchmarks/m4_hourly.py --run-dir runs/m4  # score a trained run, no training
     python benchmarks/m4_hourly.py --split val        # the 48 steps before the test: for tuning
     python benchmarks/m4_hourly.py trainer.max_steps=600 --seeds 0    # Hydra overrides first
+    python benchmarks/m4_hourly.py --lookbacks 96 144 192 240 288 336 --jobs 2   # an ensemble
 
 Official metrics (Makridakis et al., IJF 2020; the M4 "Benchmarks and Evaluation.R"):
 sMAPE = mean of 200 |y - f| / (|y| + |f|); MASE = mean |y - f| / (mean over the whole
@@ -17,8 +18,14 @@ here from the same files and must match the official sheet (13.912 / 1.193, 18.3
 (M4's protocol moved back 48 steps): every tuning choice is made on it. The trainer's own
 MASE scales by the train rows only (not the validation part of the history), so forecasts come
 from `tsforge.runs.predict` on a store of the histories and are scored here with
-`tsforge.metrics`, as `tsforge score` scores them. Writes benchmarks/results/m4_hourly.csv and
-.json (or --out), keeping the rows of other experiments already there, and prints the table.
+`tsforge.metrics`, as `tsforge score` scores them.
+
+`--lookbacks` trains one member per look-back and seed (`data.input_size=L`), as N-BEATS builds
+its M4 ensemble from look-backs of 2H to 7H (Oreshkin et al., ICLR 2020; N-HiTS's M4 results
+are such ensembles too), and scores each member and the median of all of them. A run that has
+finished (its metrics.json written) is scored, not trained again. Writes
+benchmarks/results/m4_hourly.csv and .json (or --out), keeping the rows of other experiments
+already there, and prints the table.
 """
 
 from __future__ import annotations
@@ -161,13 +168,13 @@ def official_rows(data_dir: Path, best: int) -> list[dict]:
     return out
 
 
-def other_experiments(path: Path, experiment: str) -> list[dict]:
-    """The rows of other tsforge experiments already in the results, kept beside this one's."""
+def other_experiments(path: Path, experiments: set[str]) -> list[dict]:
+    """The rows of other tsforge experiments already in the results, kept beside this run's."""
     try:
         rows = json.loads(path.read_text())["rows"]
     except (OSError, ValueError, KeyError):
         return []
-    return [r for r in rows if r.get("experiment") and r["experiment"] != experiment]
+    return [r for r in rows if r.get("experiment") and r["experiment"] not in experiments]
 
 
 def machine_line(threads: int) -> str:
@@ -181,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", default="m4_hourly_nhits", help="conf/experiment/<name>.yaml")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--lookbacks", type=int, nargs="+", default=None,
+                   help="one member per look-back (data.input_size) and seed; their median")
     p.add_argument("--run-dir", type=Path, nargs="+", default=None,
                    help="trained run(s) to score instead of training (one per seed)")
     p.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "m4_hourly",
@@ -203,20 +212,28 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"set TSFORGE_DATA_DIR to the folder holding {OFFICIAL}")
     ids, histories, truth = load_series(args.split)
 
-    runs: list[tuple[int, Path, float | None]] = []
+    # members: (look-back or None, seed); a look-back member is the experiment at that input
+    lookbacks = args.lookbacks or [None]
+    members = [(lb, seed) for lb in lookbacks for seed in args.seeds]
+    runs: list[tuple[int | None, int, Path, float | None]] = []
     if args.run_dir:
         from omegaconf import OmegaConf
 
-        runs = [(int(OmegaConf.load(d / "config.yaml").trainer.seed), d, run_minutes(d))
+        runs = [(None, int(OmegaConf.load(d / "config.yaml").trainer.seed), d, run_minutes(d))
                 for d in args.run_dir]  # fmt: skip
     else:
-        def one(seed: int) -> tuple[int, Path, float]:
-            run_dir = args.runs_root / f"{args.experiment}_seed{seed}"
-            return seed, run_dir, train(args.experiment, seed, run_dir, args.threads,
-                                        args.overrides)  # fmt: skip
+        def one(member: tuple[int | None, int]) -> tuple[int | None, int, Path, float | None]:
+            lb, seed = member
+            name = args.experiment if lb is None else f"{args.experiment}_L{lb}"
+            run_dir = args.runs_root / f"{name}_seed{seed}"
+            extra = [] if lb is None else [f"data.input_size={lb}"]
+            if (run_dir / "metrics.json").exists():
+                return lb, seed, run_dir, run_minutes(run_dir)
+            return lb, seed, run_dir, train(args.experiment, seed, run_dir, args.threads,
+                                            [*args.overrides, *extra])  # fmt: skip
 
         with ThreadPoolExecutor(args.jobs) as pool:
-            runs = list(pool.map(one, args.seeds))
+            runs = list(pool.map(one, members))
 
     snaive = score(seasonal_naive_forecasts(histories), truth, histories)
     naive2 = score(naive2_forecasts(histories), truth, histories)
@@ -225,18 +242,27 @@ def main(argv: list[str] | None = None) -> int:
     def owa(s):
         return metrics.owa(s["smape"], s["mase"], naive2["smape"], naive2["mase"])
 
+    # the experiment column reproduces the row: the experiment and its look-back override
     rows, forecasts = [], []
-    for seed, run_dir, minutes in runs:
+    for lb, seed, run_dir, minutes in runs:
         f = forecast_run(run_dir, ids, histories, args.threads)
         forecasts.append(f)
         s = score(f, truth, histories)
-        rows.append({"method": f"tsforge {args.experiment}, seed {seed}", **s, "owa": owa(s),
-                     "seeds": 1, "train_minutes": minutes, "run_dir": str(run_dir)})
+        name = args.experiment if lb is None else f"{args.experiment} data.input_size={lb}"
+        rows.append({"method": f"tsforge {name}, seed {seed}", **s, "owa": owa(s),
+                     "experiment": name, "seeds": 1, "train_minutes": minutes,
+                     "run_dir": str(run_dir)})  # fmt: skip
     if len(forecasts) > 1:
         s = score(np.median(np.stack(forecasts), axis=0), truth, histories)
         total = [r["train_minutes"] for r in rows]
-        rows.append({"method": f"tsforge {args.experiment}, median of {len(forecasts)} seeds",
-                     **s, "owa": owa(s), "seeds": len(forecasts),
+        if args.lookbacks:
+            name = f"{args.experiment} data.input_size={','.join(map(str, args.lookbacks))}"
+            what = (f"median of {len(forecasts)} (look-backs "
+                    f"{', '.join(map(str, args.lookbacks))} x {len(args.seeds)} seed(s))")
+        else:
+            name, what = args.experiment, f"median of {len(forecasts)} seeds"
+        rows.append({"method": f"tsforge {args.experiment}, {what}", **s, "owa": owa(s),
+                     "experiment": name, "seeds": len(args.seeds),
                      "train_minutes": sum(total) if None not in total else None})  # fmt: skip
     for name, s in (("sNaive (computed here)", snaive), ("Naive2 (computed here)", naive2),
                     ("Naive (computed here)", naive)):
@@ -246,12 +272,12 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_line(args.threads)
     for r in rows:
-        r.update(split=args.split, experiment=args.experiment if "tsforge" in r["method"] else "",
-                 hardware=machine)
+        r.setdefault("experiment", "")
+        r.update(split=args.split, hardware=machine)
     out = args.out or ROOT / "benchmarks" / "results" / (
         "m4_hourly.csv" if args.split == "test" else "m4_hourly_val.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
-    kept = other_experiments(out.with_suffix(".json"), args.experiment)
+    kept = other_experiments(out.with_suffix(".json"), {r["experiment"] for r in rows} - {""})
     cols = ["method", "smape", "mase", "owa", "split", "experiment", "seeds", "train_minutes",
             "hardware"]
     with open(out, "w", newline="") as fh:
@@ -260,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in kept + rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
     summary = {"split": args.split, "series": len(ids), "horizon": HORIZON, "season": SEASON,
-               "machine": machine, "runs": [str(d) for _, d, _ in runs], "rows": kept + rows}
+               "machine": machine, "runs": [str(d) for _, _, d, _ in runs], "rows": kept + rows}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
 
     print(f"\nM4 Hourly, {args.split} split, {len(ids)} series x {HORIZON} steps ({machine})")
