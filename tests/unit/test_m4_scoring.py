@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -62,3 +63,18 @@ def test_naive2_and_snaive_reproduce_the_official_hourly_figures():
         # the sheet rounds to 3 decimals
         assert abs(got["smape"] - float(official[method]["sMAPE_Hourly"])) < 5e-4, method
         assert abs(got["mase"] - float(official[method]["MASE_Hourly"])) < 5e-4, method
+
+
+def test_results_keep_the_rows_of_other_experiments_and_members(tmp_path):
+    # a look-back member or ensemble row is its own experiment: writing it keeps the seeds'
+    rows = [{"method": "a", "experiment": "m4_hourly_nhits"},
+            {"method": "b", "experiment": "m4_hourly_nhits data.input_size=96"},
+            {"method": "c", "experiment": "m4_hourly_nhits_tuned"},
+            {"method": "sNaive", "experiment": ""}]  # fmt: skip
+    path = tmp_path / "m4_hourly.json"
+    path.write_text(json.dumps({"rows": rows}))
+    kept = bench.other_experiments(path, {"m4_hourly_nhits data.input_size=96"})
+    assert [r["method"] for r in kept] == ["a", "c"]
+    kept = bench.other_experiments(path, {"m4_hourly_nhits"})
+    assert [r["method"] for r in kept] == ["b", "c"]
+    assert bench.other_experiments(tmp_path / "absent.json", {"m4_hourly_nhits"}) == []
