@@ -258,11 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.lookbacks:
             name = f"{args.experiment} data.input_size={','.join(map(str, args.lookbacks))}"
             what = (f"median of {len(forecasts)} (look-backs "
-                    f"{', '.join(map(str, args.lookbacks))} x {len(args.seeds)} seed(s))")
+                    f"{', '.join(map(str, args.lookbacks))}; seeds "
+                    f"{', '.join(map(str, args.seeds))})")
         else:
             name, what = args.experiment, f"median of {len(forecasts)} seeds"
         rows.append({"method": f"tsforge {args.experiment}, {what}", **s, "owa": owa(s),
-                     "experiment": name, "seeds": len(args.seeds),
+                     "experiment": name, "seeds": len(forecasts),
                      "train_minutes": sum(total) if None not in total else None})  # fmt: skip
     for name, s in (("sNaive (computed here)", snaive), ("Naive2 (computed here)", naive2),
                     ("Naive (computed here)", naive)):
