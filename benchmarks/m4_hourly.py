@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--best", type=int, default=3, help="M4 entries to list")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
     args = p.parse_args(argv)
+    if args.run_dir and args.lookbacks:
+        p.error("--lookbacks names the runs it trains or finds: give it without --run-dir")
 
     from tsforge import metrics
     from tsforge.data import registry
