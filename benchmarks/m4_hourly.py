@@ -216,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # members: (look-back or None, seed); a look-back member is the experiment at that input
     lookbacks = args.lookbacks or [None]
+
+    def lookback_overrides(lb: int | None) -> list[str]:
+        return [] if lb is None else [f"data.input_size={lb}"]
+
     members = [(lb, seed) for lb in lookbacks for seed in args.seeds]
     runs: list[tuple[int | None, int, Path, float | None]] = []
     if args.run_dir:
@@ -228,11 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             lb, seed = member
             name = args.experiment if lb is None else f"{args.experiment}_L{lb}"
             run_dir = args.runs_root / f"{name}_seed{seed}"
-            extra = [] if lb is None else [f"data.input_size={lb}"]
             if (run_dir / "metrics.json").exists():
                 return lb, seed, run_dir, run_minutes(run_dir)
             return lb, seed, run_dir, train(args.experiment, seed, run_dir, args.threads,
-                                            [*args.overrides, *extra])  # fmt: skip
+                                            [*args.overrides, *lookback_overrides(lb)])  # fmt: skip
 
         with ThreadPoolExecutor(args.jobs) as pool:
             runs = list(pool.map(one, members))
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         f = forecast_run(run_dir, ids, histories, args.threads)
         forecasts.append(f)
         s = score(f, truth, histories)
-        name = args.experiment if lb is None else f"{args.experiment} data.input_size={lb}"
+        name = " ".join([args.experiment, *lookback_overrides(lb)])
         rows.append({"method": f"tsforge {name}, seed {seed}", **s, "owa": owa(s),
                      "experiment": name, "seeds": 1, "train_minutes": minutes,
                      "run_dir": str(run_dir)})  # fmt: skip
