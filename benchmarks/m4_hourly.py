@@ -205,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.run_dir and args.lookbacks:
         p.error("--lookbacks names the runs it trains or finds: give it without --run-dir")
+    if args.lookbacks and min(args.lookbacks) < 1:
+        p.error("--lookbacks takes look-backs of at least 1 step, e.g. 96 144 192")
+    # the same member twice would train two runs into one folder at once
+    for flag, values in (("--lookbacks", args.lookbacks or []), ("--seeds", args.seeds)):
+        if len(set(values)) < len(values):
+            p.error(f"{flag} names a value twice: give each once")
 
     from tsforge import metrics
     from tsforge.data import registry
