@@ -5,6 +5,7 @@
     python benchmarks/sharding.py --sizes base --batch 32 --steps 30 --warmup 10
     python benchmarks/sharding.py --quick --sizes tiny     # a few steps: does it run?
     python benchmarks/sharding.py --kinds ddp2 --keep      # redo one kind, keep the others
+    python benchmarks/sharding.py --sizes tiny --batch 4096 --steps 40 --warmup 5 --kinds ddp1,ddp2
     python benchmarks/sharding.py --report                 # the table again, from the JSON
 
 For each model size (`model=patch_decoder`, `_small`, `_base`, `_large`: ~1M, 10M, 100M, 1B
